@@ -1,0 +1,42 @@
+"""Every adapter, and auto-detection of which one a page needs."""
+
+from __future__ import annotations
+
+import re
+
+from inferwatch.exporters import dcgm, tgi, vllm
+from inferwatch.exporters.adapter import Adapter
+
+# Detection order matters where one engine's names contain another's prefix.
+ENGINE_ADAPTERS: tuple[Adapter, ...] = (vllm.ADAPTER, tgi.ADAPTER)
+GPU_ADAPTERS: tuple[Adapter, ...] = (dcgm.ADAPTER,)
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (*ENGINE_ADAPTERS, *GPU_ADAPTERS)}
+
+
+class DetectionError(ValueError):
+    """The page is not one of the engines we know."""
+
+
+
+_SAMPLE_START = re.compile(r"^(?:# (?:TYPE|HELP) )?([a-zA-Z_:][a-zA-Z0-9_:]*)", re.MULTILINE)
+
+
+def detect(text: str, candidates: tuple[Adapter, ...] = ENGINE_ADAPTERS) -> Adapter:
+    """The adapter whose metric-name prefixes appear on the page (first match wins)."""
+    names = {m.group(1) for m in _SAMPLE_START.finditer(text)}
+    for adapter in candidates:
+        if any(n.startswith(adapter.detect) for n in names):
+            return adapter
+    if any(n.startswith(a.detect) for a in GPU_ADAPTERS for n in names):
+        raise DetectionError("this is a dcgm-exporter page, not an engine's: pass it as --dcgm")
+    sample = ", ".join(sorted(names)[:5]) or "no metric names at all"
+    known = ", ".join(a.name for a in candidates)
+    raise DetectionError(f"no engine recognised (knows {known}); the page has: {sample}")
+
+
+def get(name: str) -> Adapter:
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        known = ", ".join(sorted(ADAPTERS))
+        raise DetectionError(f"unknown engine {name!r}; known: {known}") from None
