@@ -48,6 +48,8 @@ ENGINE_INFO_LABELS: tuple[str, ...] = (
     "kv_cache_dtype",
     "max_num_seqs",
     "max_num_batched_tokens",
+    "max_concurrent_requests",
+    "max_waiting_tokens",
     "max_model_len",
     "prefix_caching",
     "swap_space_bytes",
