@@ -16,7 +16,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _fail(f"--listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9400")
+        raise _fail(f"--listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9450")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -25,7 +25,7 @@ def exporter(
     engine: str = typer.Option("auto", "--engine", help="auto (detect from the page), or an engine."),
     dcgm: str = typer.Option(None, "--dcgm", help="dcgm-exporter's URL, for this pod's GPUs."),
     model: str = typer.Option(None, "--model", help="Model name, for engines that do not say."),
-    listen: str = typer.Option("0.0.0.0:9400", "--listen", help="HOST:PORT to serve on."),
+    listen: str = typer.Option("0.0.0.0:9450", "--listen", help="HOST:PORT to serve on."),
     timeout: float = typer.Option(5.0, "--timeout", help="Upstream fetch timeout (seconds); "
                                   "lowered to Prometheus' scrape timeout when it is shorter."),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes",

@@ -37,7 +37,7 @@ class Settings:
     dcgm: str | None = None
     model: str | None = None
     listen_host: str = "0.0.0.0"
-    listen_port: int = 9400
+    listen_port: int = 9450
     timeout: float = 5.0
     max_body_bytes: int = 16 * 1024 * 1024
     passthrough: bool = False

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "inferwatch.slo.cli",
     "inferwatch.deploy.cli",
     "inferwatch.simulators.cli",
+    "inferwatch.load.cli",
 )
 
 
