@@ -22,16 +22,24 @@ def _listen(value: str) -> tuple[str, int]:
 
 def exporter(
     upstream: str = typer.Option(None, "--upstream", help="The engine's base URL or /metrics URL."),
-    engine: str = typer.Option("auto", "--engine", help="auto (detect from the page), or an engine."),
+    engine: str = typer.Option(
+        "auto", "--engine", help="auto (detect from the page), or an engine."
+    ),
     dcgm: str = typer.Option(None, "--dcgm", help="dcgm-exporter's URL, for this pod's GPUs."),
     model: str = typer.Option(None, "--model", help="Model name, for engines that do not say."),
     listen: str = typer.Option("0.0.0.0:9450", "--listen", help="HOST:PORT to serve on."),
-    timeout: float = typer.Option(5.0, "--timeout", help="Upstream fetch timeout (seconds); "
-                                  "lowered to Prometheus' scrape timeout when it is shorter."),
-    max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes",
-                                       help="Refuse upstream pages larger than this."),
-    passthrough: bool = typer.Option(False, "--passthrough",
-                                     help="Also serve the engine's own metrics, unchanged."),
+    timeout: float = typer.Option(
+        5.0,
+        "--timeout",
+        help="Upstream fetch timeout (seconds); "
+        "lowered to Prometheus' scrape timeout when it is shorter.",
+    ),
+    max_body_bytes: int = typer.Option(
+        16 * 1024 * 1024, "--max-body-bytes", help="Refuse upstream pages larger than this."
+    ),
+    passthrough: bool = typer.Option(
+        False, "--passthrough", help="Also serve the engine's own metrics, unchanged."
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve the normalized metrics of an engine (and this pod's GPUs) for Prometheus."""
@@ -52,9 +60,17 @@ def exporter(
         raise _fail("--timeout and --max-body-bytes must be positive")
     host, port = _listen(listen)
     logs.setup(log_level)
-    settings = Settings(upstream=upstream, engine=engine, dcgm=dcgm, model=model,
-                        listen_host=host, listen_port=port, timeout=timeout,
-                        max_body_bytes=max_body_bytes, passthrough=passthrough)
+    settings = Settings(
+        upstream=upstream,
+        engine=engine,
+        dcgm=dcgm,
+        model=model,
+        listen_host=host,
+        listen_port=port,
+        timeout=timeout,
+        max_body_bytes=max_body_bytes,
+        passthrough=passthrough,
+    )
     exp = Exporter(settings, context_from_env(model=model))
     try:
         asyncio.run(serve(build_app(exp), host, port, settings.drain_seconds))
@@ -64,7 +80,9 @@ def exporter(
 
 def normalize(
     file: str = typer.Argument(..., help="An exposition file, or - for standard input."),
-    engine: str = typer.Option("auto", "--engine", help="auto (detect from the page), or an engine."),
+    engine: str = typer.Option(
+        "auto", "--engine", help="auto (detect from the page), or an engine."
+    ),
     dcgm: Path = typer.Option(None, "--dcgm", help="A dcgm-exporter exposition file."),
     model: str = typer.Option(None, "--model", help="Model name, for engines that do not say."),
 ) -> None:
@@ -91,8 +109,9 @@ def normalize(
     sys.stdout.write(render(results, ctx))
     for name, count in skipped.items():
         if count:
-            typer.echo(f"inferwatch: {name}: skipped {count} line(s) that could not be parsed",
-                       err=True)
+            typer.echo(
+                f"inferwatch: {name}: skipped {count} line(s) that could not be parsed", err=True
+            )
 
 
 def _read(file: str) -> str:

@@ -2,7 +2,7 @@
 
 Sample output:
 
-    llm_gpu_utilization_ratio{gpu="0",gpu_uuid="GPU-a839...",gpu_model="NVIDIA RTX 4000 Ada Generation"} 0.0
+    llm_gpu_utilization_ratio{gpu="0",gpu_uuid="GPU-a839...",gpu_model="NVIDIA RTX 4000 ..."} 0.0
     llm_gpu_memory_used_bytes{gpu="0",gpu_uuid="GPU-a839...",gpu_model="..."} 1048576.0
 
 Only the GPUs of this pod are kept: matched by the `pod`/`namespace` labels dcgm-exporter adds
@@ -13,6 +13,7 @@ by the GPU UUIDs the pod was given.
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, Source
+
 from inferwatch.schema import Group, Kind
 
 G, C = Kind.GAUGE, Kind.COUNTER
@@ -52,8 +53,11 @@ ADAPTER = Adapter(
             "llm_gpu_utilization_ratio",
             (
                 _src("DCGM_FI_DEV_GPU_UTIL", scale=0.01, note="percent"),
-                _src("DCGM_FI_PROF_GR_ENGINE_ACTIVE", fallback=1,
-                     note="MIG, where GPU_UTIL is not reported"),
+                _src(
+                    "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+                    fallback=1,
+                    note="MIG, where GPU_UTIL is not reported",
+                ),
             ),
         ),
         Concept("llm_gpu_memory_used_bytes", (_src("DCGM_FI_DEV_FB_USED", scale=MIB, note="MiB"),)),
@@ -61,7 +65,9 @@ ADAPTER = Adapter(
         Concept("llm_gpu_power_watts", (_src("DCGM_FI_DEV_POWER_USAGE"),)),
         Concept("llm_gpu_temperature_celsius", (_src("DCGM_FI_DEV_GPU_TEMP"),)),
         Concept("llm_gpu_engine_active_ratio", (_src("DCGM_FI_PROF_GR_ENGINE_ACTIVE"),)),
-        Concept("llm_gpu_sm_active_ratio", (_src("DCGM_FI_PROF_SM_ACTIVE", note="off by default"),)),
+        Concept(
+            "llm_gpu_sm_active_ratio", (_src("DCGM_FI_PROF_SM_ACTIVE", note="off by default"),)
+        ),
         Concept("llm_gpu_tensor_active_ratio", (_src("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),)),
         Concept("llm_gpu_dram_active_ratio", (_src("DCGM_FI_PROF_DRAM_ACTIVE"),)),
         Concept("llm_gpu_xid_errors", (_src("DCGM_FI_DEV_XID_ERRORS", note="last XID code"),)),

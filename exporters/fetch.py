@@ -56,8 +56,9 @@ async def fetch_page(
                 ctype = resp.headers.get("Content-Type", "")
                 if resp.status != 200:
                     return done(None, f"HTTP {resp.status}", status=resp.status, content_type=ctype)
-                return done(body.decode("utf-8", errors="replace"), None, status=200,
-                            content_type=ctype)
+                return done(
+                    body.decode("utf-8", errors="replace"), None, status=200, content_type=ctype
+                )
     except TimeoutError:
         return done(None, f"timed out after {timeout:.2f}s")
     except TooLarge as exc:

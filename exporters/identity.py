@@ -24,9 +24,7 @@ def gpu_uuids(env: Mapping[str, str]) -> frozenset[str] | None:
     return frozenset(uuids) or None
 
 
-def context_from_env(
-    env: Mapping[str, str] | None = None, *, model: str | None = None
-) -> Context:
+def context_from_env(env: Mapping[str, str] | None = None, *, model: str | None = None) -> Context:
     env = os.environ if env is None else env
     return Context(
         model=model,

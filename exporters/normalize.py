@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from inferwatch import schema
 from inferwatch.exporters.adapter import Adapter, Source
+
+from inferwatch import schema
 
 _LABEL_PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\\n]|\\.)*)"\s*(,|$)')
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -78,8 +79,17 @@ class Context:
 class _Route:
     """One upstream sample name feeding one normalized family."""
 
-    __slots__ = ("adapter", "cache", "concept", "ctx", "fallback", "kind", "out", "scale_sum",
-                 "source")
+    __slots__ = (
+        "adapter",
+        "cache",
+        "concept",
+        "ctx",
+        "fallback",
+        "kind",
+        "out",
+        "scale_sum",
+        "source",
+    )
 
     def __init__(self, adapter: Adapter, concept: str, source: Source, kind: str, ctx: Context):
         self.adapter = adapter
@@ -154,8 +164,10 @@ def _gpu_is_ours(labels: dict[str, str], ctx: Context) -> bool:
             return True
         # MIG devices are listed by their MIG UUID; dcgm-exporter labels the parent GPU.
         mig = labels.get("GPU_I_ID")
-        return mig is not None and any(u.startswith("MIG-") for u in ctx.gpu_uuids) and (
-            uuid in {u.split("/")[0] for u in ctx.gpu_uuids}
+        return (
+            mig is not None
+            and any(u.startswith("MIG-") for u in ctx.gpu_uuids)
+            and (uuid in {u.split("/")[0] for u in ctx.gpu_uuids})
         )
     # No identity at all (a local run outside Kubernetes): every GPU on the page is ours.
     return ctx.pod is None
@@ -299,8 +311,7 @@ class Normalizer:
                         samples[sample] = (out_value, entry)
                     elif prior[1] is not entry:
                         # Two upstream series, one normalized series: their sum loses nothing.
-                        samples[sample] = (canonical_float(float(prior[0]) + value * scale),
-                                           entry)
+                        samples[sample] = (canonical_float(float(prior[0]) + value * scale), entry)
         return Result(families, errors, used, first_model)
 
 

@@ -17,7 +17,6 @@ class DetectionError(ValueError):
     """The page is not one of the engines we know."""
 
 
-
 _SAMPLE_START = re.compile(r"^(?:# (?:TYPE|HELP) )?([a-zA-Z_:][a-zA-Z0-9_:]*)", re.MULTILINE)
 
 

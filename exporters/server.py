@@ -8,6 +8,7 @@ shows as `inferwatch_exporter_upstream_up{source} 0`, never as a failed scrape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-
-from inferwatch import __version__
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
 from inferwatch.exporters.normalize import Context, render
 from inferwatch.exporters.sources import Collected, EngineInfo, PageSource, metrics_url
+
+from inferwatch import __version__
 
 log = logging.getLogger("inferwatch.exporter")
 
@@ -65,9 +66,14 @@ class Exporter:
         if settings.dcgm:
             _base, url = metrics_url(settings.dcgm)
             self.sources.append(
-                PageSource("dcgm", url, registry.get("dcgm"), ctx,
-                           max_bytes=settings.max_body_bytes,
-                           candidates=registry.GPU_ADAPTERS)
+                PageSource(
+                    "dcgm",
+                    url,
+                    registry.get("dcgm"),
+                    ctx,
+                    max_bytes=settings.max_body_bytes,
+                    candidates=registry.GPU_ADAPTERS,
+                )
             )
         for source in self.sources:
             self.parse_errors[source.name] = 0
@@ -87,10 +93,8 @@ class Exporter:
         timeout = self.settings.timeout
         header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds") if request else None
         if header:
-            try:
+            with contextlib.suppress(ValueError):
                 timeout = min(timeout, float(header) - DEADLINE_MARGIN)
-            except ValueError:
-                pass
         return max(timeout, MIN_TIMEOUT)
 
     async def scrape(self, timeout: float) -> str:
@@ -114,18 +118,25 @@ class Exporter:
             "# HELP inferwatch_exporter_upstream_up 1 if the last fetch of this source "
             "succeeded and parsed, else 0.",
             "# TYPE inferwatch_exporter_upstream_up gauge",
-            *(f'inferwatch_exporter_upstream_up{{source="{c.source}"}} {int(c.up)}'
-              for c in collected),
+            *(
+                f'inferwatch_exporter_upstream_up{{source="{c.source}"}} {int(c.up)}'
+                for c in collected
+            ),
             "# HELP inferwatch_exporter_scrape_duration_seconds Time the last fetch and "
             "normalization of this source took.",
             "# TYPE inferwatch_exporter_scrape_duration_seconds gauge",
-            *(f'inferwatch_exporter_scrape_duration_seconds{{source="{c.source}"}} '
-              f"{c.duration:.6f}" for c in collected),
+            *(
+                f'inferwatch_exporter_scrape_duration_seconds{{source="{c.source}"}} '
+                f"{c.duration:.6f}"
+                for c in collected
+            ),
             "# HELP inferwatch_exporter_parse_errors_total Lines of this source skipped "
             "because they could not be parsed.",
             "# TYPE inferwatch_exporter_parse_errors_total counter",
-            *(f'inferwatch_exporter_parse_errors_total{{source="{name}"}} {count}'
-              for name, count in self.parse_errors.items()),
+            *(
+                f'inferwatch_exporter_parse_errors_total{{source="{name}"}} {count}'
+                for name, count in self.parse_errors.items()
+            ),
             "# HELP inferwatch_exporter_build_info inferwatch build information (value 1).",
             "# TYPE inferwatch_exporter_build_info gauge",
             f'inferwatch_exporter_build_info{{version="{__version__}"}} 1',
@@ -161,13 +172,20 @@ def build_app(exporter: Exporter) -> web.Application:
         assert exporter.session is not None
         c = await engine.collect(exporter.session, min(exporter.settings.timeout, 2.0))
         if c.up:
-            return web.Response(text=f"ready: {engine.adapter.name if engine.adapter else ''} "
-                                f"at {engine.url}\n")
+            return web.Response(
+                text=f"ready: {engine.adapter.name if engine.adapter else ''} at {engine.url}\n"
+            )
         return web.Response(status=503, text=f"not ready: {engine.url}: {c.error}\n")
 
     async def index(_request: web.Request) -> web.Response:
-        lines = [f"inferwatch exporter {__version__}", "", "/metrics  normalized metrics",
-                 "/healthz  alive", "/readyz   engine reachable", ""]
+        lines = [
+            f"inferwatch exporter {__version__}",
+            "",
+            "/metrics  normalized metrics",
+            "/healthz  alive",
+            "/readyz   engine reachable",
+            "",
+        ]
         lines += [f"upstream {s.name}: {s.url}" for s in exporter.sources]
         return web.Response(text="\n".join(lines) + "\n")
 
@@ -188,8 +206,9 @@ def build_app(exporter: Exporter) -> web.Application:
 
 async def serve(app: web.Application, host: str, port: int, drain_seconds: float) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let in-flight scrapes finish."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=drain_seconds,
-                           access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=drain_seconds, access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-
-from inferwatch import schema
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
 from inferwatch.exporters.fetch import Page, Shared, fetch_json, fetch_page
 from inferwatch.exporters.normalize import Context, Normalizer, Result, engine_info
+
+from inferwatch import schema
 
 log = logging.getLogger("inferwatch.exporter")
 
@@ -104,9 +104,16 @@ class PageSource:
     def _log_transition(self, out: Collected) -> None:
         if out.up != self._was_up:
             level = logging.INFO if out.up else logging.WARNING
-            log.log(level, "upstream up" if out.up else "upstream down",
-                    extra={"source": self.name, "url": self.url, "reason": out.error,
-                           "duration_ms": round(out.duration * 1000, 1)})
+            log.log(
+                level,
+                "upstream up" if out.up else "upstream down",
+                extra={
+                    "source": self.name,
+                    "url": self.url,
+                    "reason": out.error,
+                    "duration_ms": round(out.duration * 1000, 1),
+                },
+            )
             self._was_up = out.up
         if out.errors:
             log.debug("skipped lines", extra={"source": self.name, "lines": out.errors})
@@ -151,8 +158,9 @@ class EngineInfo:
             info={k: v for k, v in info.items() if k in schema.ENGINE_INFO_LABELS},
         )
         if ctx != self.source.ctx:
-            log.info("engine info", extra={"source": self.source.name, "model": ctx.model,
-                                           **ctx.info})
+            log.info(
+                "engine info", extra={"source": self.source.name, "model": ctx.model, **ctx.info}
+            )
             self.source.set_context(ctx)
 
 

@@ -13,6 +13,7 @@ those concepts are absent for TGI, never zero.
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source
+
 from inferwatch.schema import Group, Kind
 
 G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
@@ -62,36 +63,65 @@ ADAPTER = Adapter(
         Concept("llm_requests_waiting", (Source("tgi_queue_size", G),)),
         Concept(
             "llm_time_per_output_token_seconds",
-            (Source("tgi_request_mean_time_per_token_duration", H,
-                    note="per-request mean time per token"),),
+            (
+                Source(
+                    "tgi_request_mean_time_per_token_duration",
+                    H,
+                    note="per-request mean time per token",
+                ),
+            ),
         ),
         Concept("llm_request_duration_seconds", (Source("tgi_request_duration", H),)),
         Concept("llm_request_queue_duration_seconds", (Source("tgi_request_queue_duration", H),)),
         Concept(
             "llm_prompt_tokens_total",
-            (Source("tgi_request_input_length", H, suffix="_sum",
-                    note="sum of the per-request prompt-length histogram"),),
+            (
+                Source(
+                    "tgi_request_input_length",
+                    H,
+                    suffix="_sum",
+                    note="sum of the per-request prompt-length histogram",
+                ),
+            ),
         ),
         Concept(
             "llm_generation_tokens_total",
-            (Source("tgi_request_generated_tokens", H, suffix="_sum",
-                    note="sum of the per-request generated-length histogram"),),
+            (
+                Source(
+                    "tgi_request_generated_tokens",
+                    H,
+                    suffix="_sum",
+                    note="sum of the per-request generated-length histogram",
+                ),
+            ),
         ),
         Concept(
             "llm_requests_finished_total",
             (
-                Source("tgi_request_success", C, set_labels={"reason": "stop"},
-                       note="TGI does not split stop from length: successes count as `stop`"),
-                Source("tgi_request_failure", C, labels={"err": "reason"},
-                       values={"reason": _FAILURE_REASONS},
-                       note="`overloaded`, `incomplete`, `generation` → `error`; `dropped` → "
-                       "`abort`; `validation` and `template` (refused before the queue) "
-                       "are left out"),
+                Source(
+                    "tgi_request_success",
+                    C,
+                    set_labels={"reason": "stop"},
+                    note="TGI does not split stop from length: successes count as `stop`",
+                ),
+                Source(
+                    "tgi_request_failure",
+                    C,
+                    labels={"err": "reason"},
+                    values={"reason": _FAILURE_REASONS},
+                    note="`overloaded`, `incomplete`, `generation` → `error`; `dropped` → "
+                    "`abort`; `validation` and `template` (refused before the queue) "
+                    "are left out",
+                ),
             ),
         ),
-        Concept("llm_engine_info", (), note="from `GET /info`: version, max_batch_total_tokens "
-                "(KV capacity), max_total_tokens, max_batch_size, max_concurrent_requests, "
-                "max_waiting_tokens, max_batch_prefill_tokens"),
+        Concept(
+            "llm_engine_info",
+            (),
+            note="from `GET /info`: version, max_batch_total_tokens "
+            "(KV capacity), max_total_tokens, max_batch_size, max_concurrent_requests, "
+            "max_waiting_tokens, max_batch_prefill_tokens",
+        ),
     ),
     notes=(
         "Absent: time to first token (TGI has no such histogram), KV-cache usage (no gauge of "

@@ -13,6 +13,7 @@ becomes `rank`, so it never collides with our `engine` label and no core's data 
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source, negative
+
 from inferwatch.schema import Group, Kind
 
 G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
@@ -80,17 +81,27 @@ ADAPTER = Adapter(
             "llm_kv_cache_usage_ratio",
             (
                 Source("vllm:kv_cache_usage_perc", G, note="a 0..1 ratio despite `_perc`"),
-                Source("vllm:gpu_cache_usage_perc", G, fallback=1,
-                       note="V0 and 0.9-0.11 (deprecated name, same data)"),
+                Source(
+                    "vllm:gpu_cache_usage_perc",
+                    G,
+                    fallback=1,
+                    note="V0 and 0.9-0.11 (deprecated name, same data)",
+                ),
             ),
         ),
-        Concept("llm_time_to_first_token_seconds", (Source("vllm:time_to_first_token_seconds", H),)),
+        Concept(
+            "llm_time_to_first_token_seconds", (Source("vllm:time_to_first_token_seconds", H),)
+        ),
         Concept(
             "llm_inter_token_latency_seconds",
             (
                 Source("vllm:inter_token_latency_seconds", H),
-                Source("vllm:time_per_output_token_seconds", H, fallback=1,
-                       note="V0-0.12 name; observed per token, so it is inter-token latency"),
+                Source(
+                    "vllm:time_per_output_token_seconds",
+                    H,
+                    fallback=1,
+                    note="V0-0.12 name; observed per token, so it is inter-token latency",
+                ),
             ),
         ),
         Concept(
@@ -108,11 +119,20 @@ ADAPTER = Adapter(
         Concept(
             "llm_requests_finished_total",
             (
-                Source("vllm:request_success_total", C, labels=_FINISH, values=_FINISH_VALUES,
-                       note="counts every finished request, aborts included; "
-                       "`repetition` counts as `stop`"),
-                Source("vllm:admission_rejections_total", C, set_labels={"reason": "error"},
-                       note="0.33+: requests refused by a queue limit"),
+                Source(
+                    "vllm:request_success_total",
+                    C,
+                    labels=_FINISH,
+                    values=_FINISH_VALUES,
+                    note="counts every finished request, aborts included; "
+                    "`repetition` counts as `stop`",
+                ),
+                Source(
+                    "vllm:admission_rejections_total",
+                    C,
+                    set_labels={"reason": "error"},
+                    note="0.33+: requests refused by a queue limit",
+                ),
             ),
         ),
         Concept("llm_preemptions_total", (Source("vllm:num_preemptions_total", C),)),
@@ -120,8 +140,12 @@ ADAPTER = Adapter(
             "llm_prefix_cache_queries_total",
             (
                 Source("vllm:prefix_cache_queries_total", C),
-                Source("vllm:gpu_prefix_cache_queries_total", C, fallback=1,
-                       note="early V1 name; counted blocks, not tokens (the hit ratio holds)"),
+                Source(
+                    "vllm:gpu_prefix_cache_queries_total",
+                    C,
+                    fallback=1,
+                    note="early V1 name; counted blocks, not tokens (the hit ratio holds)",
+                ),
             ),
             note="V0 has only a hit-rate gauge (-1 when prefix caching is off): a ratio cannot "
             "be turned into counters, so V0 reports neither.",
@@ -130,8 +154,12 @@ ADAPTER = Adapter(
             "llm_prefix_cache_hits_total",
             (
                 Source("vllm:prefix_cache_hits_total", C),
-                Source("vllm:gpu_prefix_cache_hits_total", C, fallback=1,
-                       note="early V1 name; counted blocks"),
+                Source(
+                    "vllm:gpu_prefix_cache_hits_total",
+                    C,
+                    fallback=1,
+                    note="early V1 name; counted blocks",
+                ),
             ),
         ),
         Concept(

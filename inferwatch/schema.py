@@ -7,16 +7,16 @@ read names, types, units and labels from here and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     GAUGE = "gauge"
     COUNTER = "counter"
     HISTOGRAM = "histogram"
 
 
-class Group(str, Enum):
+class Group(StrEnum):
     """Which part of the sidecar produces a family: an engine adapter or the GPU source."""
 
     ENGINE = "engine"
@@ -81,59 +81,163 @@ _E, _G = Group.ENGINE, Group.GPU
 _GPU_OPT = (GPU_INSTANCE_LABEL,)
 
 FAMILIES: tuple[Family, ...] = (
-    Family("llm_requests_running", Kind.GAUGE, "requests",
-           "Requests being processed (in the running batch)."),
-    Family("llm_requests_waiting", Kind.GAUGE, "requests",
-           "Requests queued, not yet scheduled (the queue length)."),
-    Family("llm_kv_cache_usage_ratio", Kind.GAUGE, "ratio",
-           "Fraction of the KV cache in use, 0..1."),
-    Family("llm_time_to_first_token_seconds", Kind.HISTOGRAM, "seconds",
-           "Time to first token, per request."),
-    Family("llm_inter_token_latency_seconds", Kind.HISTOGRAM, "seconds",
-           "Time between consecutive output tokens, per token."),
-    Family("llm_time_per_output_token_seconds", Kind.HISTOGRAM, "seconds",
-           "Mean time per output token, per request (TPOT)."),
-    Family("llm_request_duration_seconds", Kind.HISTOGRAM, "seconds",
-           "End-to-end request latency."),
-    Family("llm_request_queue_duration_seconds", Kind.HISTOGRAM, "seconds",
-           "Time spent waiting before scheduling."),
-    Family("llm_prompt_tokens_total", Kind.COUNTER, "tokens",
-           "Prompt (prefill) tokens processed."),
+    Family(
+        "llm_requests_running",
+        Kind.GAUGE,
+        "requests",
+        "Requests being processed (in the running batch).",
+    ),
+    Family(
+        "llm_requests_waiting",
+        Kind.GAUGE,
+        "requests",
+        "Requests queued, not yet scheduled (the queue length).",
+    ),
+    Family(
+        "llm_kv_cache_usage_ratio", Kind.GAUGE, "ratio", "Fraction of the KV cache in use, 0..1."
+    ),
+    Family(
+        "llm_time_to_first_token_seconds",
+        Kind.HISTOGRAM,
+        "seconds",
+        "Time to first token, per request.",
+    ),
+    Family(
+        "llm_inter_token_latency_seconds",
+        Kind.HISTOGRAM,
+        "seconds",
+        "Time between consecutive output tokens, per token.",
+    ),
+    Family(
+        "llm_time_per_output_token_seconds",
+        Kind.HISTOGRAM,
+        "seconds",
+        "Mean time per output token, per request (TPOT).",
+    ),
+    Family(
+        "llm_request_duration_seconds", Kind.HISTOGRAM, "seconds", "End-to-end request latency."
+    ),
+    Family(
+        "llm_request_queue_duration_seconds",
+        Kind.HISTOGRAM,
+        "seconds",
+        "Time spent waiting before scheduling.",
+    ),
+    Family("llm_prompt_tokens_total", Kind.COUNTER, "tokens", "Prompt (prefill) tokens processed."),
     Family("llm_generation_tokens_total", Kind.COUNTER, "tokens", "Tokens generated."),
-    Family("llm_requests_finished_total", Kind.COUNTER, "requests",
-           "Finished requests by reason: stop, length, abort, error.", labels=("reason",)),
-    Family("llm_preemptions_total", Kind.COUNTER, "preemptions",
-           "Requests preempted for lack of KV cache."),
-    Family("llm_prefix_cache_queries_total", Kind.COUNTER, "tokens",
-           "Tokens looked up in the prefix cache."),
-    Family("llm_prefix_cache_hits_total", Kind.COUNTER, "tokens",
-           "Tokens found in the prefix cache."),
-    Family("llm_engine_info", Kind.GAUGE, "info",
-           "Engine identity and configuration as the engine states it (value 1).",
-           labels=(), optional_labels=(RANK_LABEL, *ENGINE_INFO_LABELS)),
-    Family("llm_gpu_utilization_ratio", Kind.GAUGE, "ratio",
-           "GPU busy fraction, 0..1.", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_memory_used_bytes", Kind.GAUGE, "bytes",
-           "GPU framebuffer memory used.", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_memory_free_bytes", Kind.GAUGE, "bytes",
-           "GPU framebuffer memory free.", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_power_watts", Kind.GAUGE, "watts", "GPU power draw.", _G,
-           optional_labels=_GPU_OPT),
-    Family("llm_gpu_temperature_celsius", Kind.GAUGE, "celsius", "GPU temperature.", _G,
-           optional_labels=_GPU_OPT),
-    Family("llm_gpu_engine_active_ratio", Kind.GAUGE, "ratio",
-           "Graphics/compute engine activity, 0..1 (works on MIG).", _G,
-           optional_labels=_GPU_OPT),
-    Family("llm_gpu_sm_active_ratio", Kind.GAUGE, "ratio", "SM activity, 0..1.", _G,
-           optional_labels=_GPU_OPT),
-    Family("llm_gpu_tensor_active_ratio", Kind.GAUGE, "ratio",
-           "Tensor-core pipe activity, 0..1.", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_dram_active_ratio", Kind.GAUGE, "ratio",
-           "Memory-bandwidth activity, 0..1.", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_xid_errors", Kind.GAUGE, "code",
-           "Last XID error code reported (0 = none).", _G, optional_labels=_GPU_OPT),
-    Family("llm_gpu_energy_joules_total", Kind.COUNTER, "joules",
-           "GPU energy consumed since boot.", _G, optional_labels=_GPU_OPT),
+    Family(
+        "llm_requests_finished_total",
+        Kind.COUNTER,
+        "requests",
+        "Finished requests by reason: stop, length, abort, error.",
+        labels=("reason",),
+    ),
+    Family(
+        "llm_preemptions_total",
+        Kind.COUNTER,
+        "preemptions",
+        "Requests preempted for lack of KV cache.",
+    ),
+    Family(
+        "llm_prefix_cache_queries_total",
+        Kind.COUNTER,
+        "tokens",
+        "Tokens looked up in the prefix cache.",
+    ),
+    Family(
+        "llm_prefix_cache_hits_total", Kind.COUNTER, "tokens", "Tokens found in the prefix cache."
+    ),
+    Family(
+        "llm_engine_info",
+        Kind.GAUGE,
+        "info",
+        "Engine identity and configuration as the engine states it (value 1).",
+        labels=(),
+        optional_labels=(RANK_LABEL, *ENGINE_INFO_LABELS),
+    ),
+    Family(
+        "llm_gpu_utilization_ratio",
+        Kind.GAUGE,
+        "ratio",
+        "GPU busy fraction, 0..1.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_memory_used_bytes",
+        Kind.GAUGE,
+        "bytes",
+        "GPU framebuffer memory used.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_memory_free_bytes",
+        Kind.GAUGE,
+        "bytes",
+        "GPU framebuffer memory free.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_power_watts", Kind.GAUGE, "watts", "GPU power draw.", _G, optional_labels=_GPU_OPT
+    ),
+    Family(
+        "llm_gpu_temperature_celsius",
+        Kind.GAUGE,
+        "celsius",
+        "GPU temperature.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_engine_active_ratio",
+        Kind.GAUGE,
+        "ratio",
+        "Graphics/compute engine activity, 0..1 (works on MIG).",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_sm_active_ratio",
+        Kind.GAUGE,
+        "ratio",
+        "SM activity, 0..1.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_tensor_active_ratio",
+        Kind.GAUGE,
+        "ratio",
+        "Tensor-core pipe activity, 0..1.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_dram_active_ratio",
+        Kind.GAUGE,
+        "ratio",
+        "Memory-bandwidth activity, 0..1.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_xid_errors",
+        Kind.GAUGE,
+        "code",
+        "Last XID error code reported (0 = none).",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
+    Family(
+        "llm_gpu_energy_joules_total",
+        Kind.COUNTER,
+        "joules",
+        "GPU energy consumed since boot.",
+        _G,
+        optional_labels=_GPU_OPT,
+    ),
 )
 
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
@@ -143,17 +247,38 @@ HISTOGRAMS: tuple[Family, ...] = tuple(f for f in FAMILIES if f.kind is Kind.HIS
 
 # The exporter's own health series.
 EXPORTER_FAMILIES: tuple[Family, ...] = (
-    Family("inferwatch_exporter_upstream_up", Kind.GAUGE, "bool",
-           "1 if the last fetch of this source succeeded and parsed, else 0.",
-           labels=("source",), optional_labels=()),
-    Family("inferwatch_exporter_scrape_duration_seconds", Kind.GAUGE, "seconds",
-           "Time the last fetch and normalization of this source took.",
-           labels=("source",), optional_labels=()),
-    Family("inferwatch_exporter_parse_errors_total", Kind.COUNTER, "lines",
-           "Lines of this source skipped because they could not be parsed.",
-           labels=("source",), optional_labels=()),
-    Family("inferwatch_exporter_build_info", Kind.GAUGE, "info",
-           "inferwatch build information (value 1).", labels=("version",), optional_labels=()),
+    Family(
+        "inferwatch_exporter_upstream_up",
+        Kind.GAUGE,
+        "bool",
+        "1 if the last fetch of this source succeeded and parsed, else 0.",
+        labels=("source",),
+        optional_labels=(),
+    ),
+    Family(
+        "inferwatch_exporter_scrape_duration_seconds",
+        Kind.GAUGE,
+        "seconds",
+        "Time the last fetch and normalization of this source took.",
+        labels=("source",),
+        optional_labels=(),
+    ),
+    Family(
+        "inferwatch_exporter_parse_errors_total",
+        Kind.COUNTER,
+        "lines",
+        "Lines of this source skipped because they could not be parsed.",
+        labels=("source",),
+        optional_labels=(),
+    ),
+    Family(
+        "inferwatch_exporter_build_info",
+        Kind.GAUGE,
+        "info",
+        "inferwatch build information (value 1).",
+        labels=("version",),
+        optional_labels=(),
+    ),
 )
 
 
