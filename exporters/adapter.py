@@ -51,15 +51,18 @@ class Source:
             return (f"{self.sample}_bucket", f"{self.sample}_sum", f"{self.sample}_count")
         return (self.sample + self.suffix,)
 
-    def describe(self) -> str:
-        """One line for the docs table."""
+    def describe(self, omit_labels: Mapping[str, str] | None = None) -> str:
+        """One line for the docs table (label renames shared by the whole adapter omitted)."""
         text = f"`{self.sample}{self.suffix}`"
         if self.match:
             text += " where " + ", ".join(f'`{k}="{v}"`' for k, v in self.match.items())
         if self.scale != 1.0:
             text += f" × {_fmt_scale(self.scale)}"
-        if self.labels:
-            text += " (" + ", ".join(f"`{k}`→`{v}`" for k, v in self.labels.items()) + ")"
+        renames = {
+            k: v for k, v in self.labels.items() if k != v and (omit_labels or {}).get(k) != v
+        }
+        if renames:
+            text += " (" + ", ".join(f"`{k}`→`{v}`" for k, v in renames.items()) + ")"
         if self.set_labels:
             text += " as " + ", ".join(f'`{k}="{v}"`' for k, v in self.set_labels.items())
         if self.fallback:
@@ -74,7 +77,7 @@ def _fmt_scale(scale: float) -> str:
         inverse = 1 / scale
         if math.isclose(inverse, round(inverse)):
             return f"1/{round(inverse)}"
-    return f"{scale:g}"
+    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,19 @@ def normalize(
             )
 
 
+def metrics_table(
+    out: Path = typer.Option(None, "--out", help="Write here instead of standard output."),
+) -> None:
+    """Write the schema and per-engine mapping table (docs/metrics.md)."""
+    from inferwatch.exporters import metrics_doc
+
+    text = metrics_doc.render()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
 def _read(file: str) -> str:
     if file == "-":
         return sys.stdin.buffer.read().decode("utf-8", errors="replace")
@@ -126,3 +139,4 @@ def _read(file: str) -> str:
 def register(app: typer.Typer) -> None:
     app.command("exporter")(exporter)
     app.command("normalize")(normalize)
+    app.command("metrics-table")(metrics_table)

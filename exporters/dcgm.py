@@ -13,7 +13,6 @@ by the GPU UUIDs the pod was given.
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, Source
-
 from inferwatch.schema import Group, Kind
 
 G, C = Kind.GAUGE, Kind.COUNTER

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+
+from inferwatch import __version__
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
 from inferwatch.exporters.normalize import Context, render
 from inferwatch.exporters.sources import Collected, EngineInfo, PageSource, metrics_url
-
-from inferwatch import __version__
 
 log = logging.getLogger("inferwatch.exporter")
 

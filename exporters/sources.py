@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+
+from inferwatch import schema
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
 from inferwatch.exporters.fetch import Page, Shared, fetch_json, fetch_page
 from inferwatch.exporters.normalize import Context, Normalizer, Result, engine_info
-
-from inferwatch import schema
 
 log = logging.getLogger("inferwatch.exporter")
 

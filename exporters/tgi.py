@@ -13,7 +13,6 @@ those concepts are absent for TGI, never zero.
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source
-
 from inferwatch.schema import Group, Kind
 
 G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM

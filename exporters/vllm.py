@@ -13,7 +13,6 @@ becomes `rank`, so it never collides with our `engine` label and no core's data 
 from __future__ import annotations
 
 from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source, negative
-
 from inferwatch.schema import Group, Kind
 
 G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
