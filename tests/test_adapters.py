@@ -6,9 +6,9 @@ Every value is asserted exactly, as the normalized sample text the exporter serv
 from __future__ import annotations
 
 import pytest
+
 from inferwatch.exporters import registry
 from inferwatch.exporters.normalize import Context, Normalizer, engine_info
-
 from tests.conftest import FIXTURES, capture
 
 ENGINES = FIXTURES / "engines"

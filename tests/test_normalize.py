@@ -7,6 +7,8 @@ import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
 from inferwatch.exporters import registry
 from inferwatch.exporters.normalize import (
     Context,
@@ -16,8 +18,6 @@ from inferwatch.exporters.normalize import (
     parse_labels,
     render,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.conftest import FIXTURES, capture
 
 VLLM = capture("vllm-0.32.0-cpu-tiny-real.prom")
