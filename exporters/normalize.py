@@ -25,12 +25,22 @@ _UNSET_VALUES = frozenset(("", "None", "none", "null"))
 # Bounds on the per-route caches: a pathological upstream can't grow memory without limit.
 _CACHE_LIMIT = 200_000
 
-_FILTERED = object()  # the series is valid but not ours (e.g. another pod's GPU)
-_INVALID = object()  # the line's labels cannot be parsed
+
+_LABEL_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
 
 
 def parse_labels(raw: str) -> dict[str, str] | None:
     """`a="1",b="x"` to a dict of raw (still escaped) values; None when malformed."""
+    # Fast path: the common compact form, checked by rebuilding it exactly.
+    pairs = _LABEL_PAIRS.findall(raw)
+    if ",".join(f'{k}="{v}"' for k, v in pairs) == raw.removesuffix(","):
+        labels = dict(pairs)
+        return labels if len(labels) == len(pairs) else None
+    return _parse_labels_spaced(raw)
+
+
+def _parse_labels_spaced(raw: str) -> dict[str, str] | None:
+    """The general form, with optional white space around names, values and commas."""
     labels: dict[str, str] = {}
     pos, end = 0, len(raw)
     while pos < end:
@@ -80,13 +90,13 @@ class _Route:
 
     __slots__ = (
         "adapter",
-        "cache",
+        "bodies",
         "concept",
         "ctx",
         "fallback",
         "kind",
         "out",
-        "scale_sum",
+        "scale",
         "source",
     )
 
@@ -97,21 +107,24 @@ class _Route:
         self.kind = kind  # "bucket", "sum", "count" or "" for a plain sample
         self.fallback = source.fallback
         self.ctx = ctx
-        self.cache: dict[str, object] = {}
+        self.bodies: dict[str, object] = {}  # upstream labels (without `le`) -> labels_for()
         suffix = f"_{kind}" if kind else ""
         fam = schema.family(concept)
         if fam.kind is schema.Kind.COUNTER and not fam.name.endswith("_total"):
             raise ValueError(f"counter {fam.name} must end in _total")
         self.out = fam.name + suffix
         # Only `le` and `_sum` carry the unit of a histogram; counts never scale.
-        self.scale_sum = source.scale if kind in ("sum", "") else 1.0
+        self.scale = source.scale if kind in ("sum", "") else 1.0
 
-    def compute(self, labels: dict[str, str]) -> object:
-        """The normalized series for one upstream label set: (series key, sample text)."""
+    def labels_for(self, labels: dict[str, str]) -> tuple[str, str | None, dict | None] | None:
+        """(label body, model, info labels) of the normalized series; None when not ours.
+
+        `le` is not part of it: buckets of one series share this, and it is cached per route.
+        """
         src, adapter = self.source, self.adapter
         for k, v in src.match.items():
             if labels.get(k) != v:
-                return _FILTERED
+                return None
         out: dict[str, str] = {}
         if adapter.group is schema.Group.ENGINE:
             model = labels.get(adapter.model_label) if adapter.model_label else None
@@ -121,7 +134,7 @@ class _Route:
                 if rank_label in labels:
                     out[schema.RANK_LABEL] = labels[rank_label]
         elif not _gpu_is_ours(labels, self.ctx):
-            return _FILTERED
+            return None
         for upstream, normalized in src.labels.items():
             if upstream not in labels:
                 continue
@@ -130,25 +143,87 @@ class _Route:
             if value_map is not None and value in value_map:
                 value = value_map[value]
             if value is None:
-                return _FILTERED
+                return None
             if self.concept == "llm_engine_info" and value in _UNSET_VALUES:
                 continue
             out[normalized] = value
         out.update(src.set_labels)
-        body = label_body(out)
-        if self.kind == "bucket":
-            le = labels.get("le")
-            if le is None:
-                return _INVALID
-            try:
-                bound = float(le) * src.scale
-            except ValueError:
-                return _INVALID
-            sample = f'{self.out}{{{body},le="{canonical_float(bound)}"}}'
-        else:
-            sample = f"{self.out}{{{body}}}"
         info = out if self.concept == "llm_engine_info" else None
-        return (body, sample, out.get("model"), info)
+        return label_body(out), out.get("model"), info
+
+    def entry(self, base: str, labels: dict[str, str] | None, le: str | None) -> _Entry | None:
+        """The cached entry of one upstream series; `labels` parses `base` when not cached."""
+        got = self.bodies.get(base, _MISSING)
+        if got is _MISSING:
+            if labels is None:
+                raise ValueError("labels needed")
+            got = self.labels_for(labels)
+            if len(self.bodies) > _CACHE_LIMIT:
+                self.bodies.clear()
+            self.bodies[base] = got
+        if got is None:
+            return None
+        body, model, info = got  # type: ignore[misc]
+        if le is None:
+            return _Entry(self, body, f"{self.out}{{{body}}} ", model, info)
+        bound = _bound(le, self.source.scale)
+        return _Entry(self, body, f'{self.out}{{{body},le="{bound}"}} ', model, info)
+
+
+_MISSING = object()
+_BOUNDS: dict[tuple[str, float], str] = {}
+
+
+def _bound(le: str, scale: float) -> str:
+    """A bucket boundary in canonical text, scaled to base units (ValueError if malformed)."""
+    key = (le, scale)
+    text = _BOUNDS.get(key)
+    if text is None:
+        text = canonical_float(float(le) * scale)
+        if len(_BOUNDS) < 10_000:
+            _BOUNDS[key] = text
+    return text
+
+
+_LE_PAIR = re.compile(r'(^|,)\s*le\s*=\s*"([^"\\]*)"\s*(,?)')
+
+
+def _split_le(raw: str) -> tuple[str, str] | None:
+    """A bucket's labels without `le`, and its `le`; None when there is no `le`."""
+    m = _LE_PAIR.search(raw)
+    if m is None:
+        return None
+    joint = "," if m.group(1) and m.group(3) else ""
+    return raw[: m.start()] + joint + raw[m.end() :], m.group(2)
+
+
+class _Entry:
+    """Where one upstream series goes: its route and normalized sample text (cached)."""
+
+    __slots__ = (
+        "concept",
+        "drop_if",
+        "fallback",
+        "info",
+        "key",
+        "model",
+        "prefix",
+        "route",
+        "scale",
+    )
+
+    def __init__(
+        self, route: _Route, key: str, prefix: str, model: str | None, info: dict[str, str] | None
+    ):
+        self.route = route
+        self.concept = route.concept
+        self.fallback = route.fallback
+        self.scale = route.scale
+        self.drop_if = route.source.drop_if
+        self.key = key  # the series without `le`: fallbacks are resolved per series
+        self.prefix = prefix  # "name{labels} "
+        self.model = model
+        self.info = info
 
 
 def _gpu_is_ours(labels: dict[str, str], ctx: Context) -> bool:
@@ -176,7 +251,8 @@ def _gpu_is_ours(labels: dict[str, str], ctx: Context) -> bool:
 class Result:
     """The normalized families of one page, ready to render."""
 
-    families: dict[str, dict[str, list]]  # family -> series key -> [fallback, {sample: (v, o)}]
+    # family -> "sample{labels} " -> [value text, entry, fallback level]
+    families: dict[str, dict[str, list]]
     errors: int
     samples: int  # upstream samples that fed a normalized series
     model: str | None
@@ -186,43 +262,75 @@ class Result:
 
     def values(self) -> dict[str, float]:
         """Every normalized sample as text -> value (for tests and the advisor)."""
-        out: dict[str, float] = {}
-        for series in self.families.values():
-            for _fallback, samples in series.values():
-                for sample, (value, _origin) in samples.items():
-                    out[sample] = float(value)
-        return out
+        return {
+            prefix[:-1]: float(slot[0])
+            for samples in self.families.values()
+            for prefix, slot in samples.items()
+        }
+
+
+# Marks a series text whose labels cannot be parsed (cached like any other; compared by identity).
+_INVALID: tuple = ("invalid",)
 
 
 class Normalizer:
-    """Applies one adapter to pages from one upstream, keeping its parse caches warm."""
+    """Applies one adapter to pages from one upstream, keeping its parse caches warm.
+
+    The cache maps a line's series text (`name{labels}`) to where it goes, so a page seen
+    before costs one dict lookup and one float parse per line.
+    """
 
     def __init__(self, adapter: Adapter, ctx: Context | None = None):
         self.adapter = adapter
         self.ctx = ctx or Context()
-        self.routes: dict[str, tuple[_Route, ...]] = {}
-        self._label_cache: dict[str, dict[str, str] | None] = {}
         table: dict[str, list[_Route]] = {}
         for concept in adapter.concepts:
             for source in concept.sources:
-                if source.kind is schema.Kind.HISTOGRAM and not source.suffix:
-                    kinds = ("bucket", "sum", "count")
-                    names = source.sample_names()
-                else:
-                    kinds = ("",)
-                    names = source.sample_names()
+                names = source.sample_names()
+                kinds = ("bucket", "sum", "count") if len(names) == 3 else ("",)
                 for kind, name in zip(kinds, names, strict=True):
                     table.setdefault(name, []).append(
                         _Route(adapter, concept.family, source, kind, self.ctx)
                     )
-        self.routes = {k: tuple(v) for k, v in table.items()}
+        self.routes: dict[str, tuple[_Route, ...]] = {k: tuple(v) for k, v in table.items()}
+        self._with_fallbacks = frozenset(
+            c.family for c in adapter.concepts if any(s.fallback for s in c.sources)
+        )
+        self._series: dict[str, tuple] = {}
 
     def with_context(self, ctx: Context) -> Normalizer:
         return self if ctx == self.ctx else Normalizer(self.adapter, ctx)
 
+    def _resolve(self, name: str, raw: str) -> tuple | None:
+        """The entries of one series text (empty when none is ours), _INVALID, or None when
+        the adapter does not read this name."""
+        routes = self.routes.get(name)
+        if routes is None:
+            return None
+        base, le = raw, None
+        if routes[0].kind == "bucket":
+            split = _split_le(raw)
+            if split is None:
+                return _INVALID
+            base, le = split
+        labels = None
+        if any(base not in route.bodies for route in routes):
+            labels = parse_labels(base)
+            if labels is None:
+                return _INVALID
+        entries = []
+        try:
+            for route in routes:
+                entry = route.entry(base, labels, le)
+                if entry is not None:
+                    entries.append(entry)
+        except ValueError:
+            return _INVALID
+        return tuple(entries)
+
     def normalize(self, text: str) -> Result:
-        routes_get = self.routes.get
-        label_cache = self._label_cache
+        cache = self._series
+        cache_get = cache.get
         families: dict[str, dict[str, list]] = {}
         errors = 0
         used = 0
@@ -230,40 +338,39 @@ class Normalizer:
         for line in text.split("\n"):
             if not line or line[0] == "#":
                 continue
-            brace = line.find("{")
-            if brace == -1:
+            close = line.rfind("}")
+            if close == -1:
                 space = line.find(" ")
                 if space == -1:
-                    errors += 1
+                    if line.strip():
+                        errors += 1
                     continue
-                name = line[:space]
-                raw = ""
+                series = line[:space]
                 rest = line[space + 1 :]
             else:
-                name = line[:brace]
-                close = line.rfind("}")
-                if close < brace:
-                    errors += 1
-                    continue
-                raw = line[brace + 1 : close]
+                series = line[: close + 1]
                 rest = line[close + 1 :]
-            routes = routes_get(name)
-            if routes is None:
-                if not _METRIC_NAME.fullmatch(name.strip()) and line.strip():
+            targets = cache_get(series)
+            if targets is None:
+                brace = series.find("{")
+                if brace == -1:
+                    name, raw = series, ""
+                elif close == -1 or brace > close:
                     errors += 1
+                    continue
+                else:
+                    name, raw = series[:brace], series[brace + 1 : -1]
+                targets = self._resolve(name, raw)
+                if targets is None:
+                    if not _METRIC_NAME.fullmatch(name):
+                        errors += 1
+                    continue
+                if len(cache) > _CACHE_LIMIT:
+                    cache.clear()
+                cache[series] = targets
+            if targets is _INVALID:
+                errors += 1
                 continue
-            labels = label_cache.get(raw)
-            if labels is None:
-                if raw in label_cache:
-                    errors += 1
-                    continue
-                labels = parse_labels(raw)
-                if len(label_cache) > _CACHE_LIMIT:
-                    label_cache.clear()
-                label_cache[raw] = labels
-                if labels is None:
-                    errors += 1
-                    continue
             parts = rest.split()
             if not parts or len(parts) > 2:
                 errors += 1
@@ -276,53 +383,49 @@ class Normalizer:
                 continue
             if value != value:  # NaN: the engine has no figure; absent, never zero
                 continue
-            for route in routes:
-                entry = route.cache.get(raw)
-                if entry is None:
-                    entry = route.compute(labels)
-                    if len(route.cache) > _CACHE_LIMIT:
-                        route.cache.clear()
-                    route.cache[raw] = entry
-                if entry is _FILTERED:
+            for entry in targets:
+                if entry.drop_if is not None and entry.drop_if(value):
                     continue
-                if entry is _INVALID:
-                    errors += 1
-                    break
-                drop_if = route.source.drop_if
-                if drop_if is not None and drop_if(value):
-                    continue
-                key, sample, model, _info = entry  # type: ignore[misc]
                 if first_model is None:
-                    first_model = model
-                scale = route.scale_sum
-                out_value = text_value if scale == 1.0 else canonical_float(value * scale)
+                    first_model = entry.model
                 used += 1
-                series = families.get(route.concept)
-                if series is None:
-                    series = families[route.concept] = {}
-                slot = series.get(key)
-                if slot is None or route.fallback < slot[0]:
-                    series[key] = [route.fallback, {sample: (out_value, entry)}]
-                elif route.fallback == slot[0]:
-                    samples = slot[1]
-                    prior = samples.get(sample)
-                    if prior is None:
-                        samples[sample] = (out_value, entry)
-                    elif prior[1] is not entry:
-                        # Two upstream series, one normalized series: their sum loses nothing.
-                        samples[sample] = (canonical_float(float(prior[0]) + value * scale), entry)
+                out_value = (
+                    text_value if entry.scale == 1.0 else canonical_float(value * entry.scale)
+                )
+                samples = families.get(entry.concept)
+                if samples is None:
+                    samples = families[entry.concept] = {}
+                prior = samples.get(entry.prefix)
+                if prior is None:
+                    samples[entry.prefix] = [out_value, entry, entry.fallback]
+                elif prior[1] is entry:
+                    continue  # the same upstream series twice: keep the first, as Prometheus
+                elif entry.fallback < prior[2]:
+                    samples[entry.prefix] = [out_value, entry, entry.fallback]
+                elif entry.fallback == prior[2]:
+                    # Two upstream series, one normalized series: their sum loses nothing.
+                    prior[0] = canonical_float(float(prior[0]) + value * entry.scale)
+        for concept in self._with_fallbacks & families.keys():
+            families[concept] = _best_sources(families[concept])
         return Result(families, errors, used, first_model)
+
+
+def _best_sources(samples: dict[str, list]) -> dict[str, list]:
+    """Per series, keep only the samples of the lowest fallback level present."""
+    best: dict[str, int] = {}
+    for _value, entry, level in samples.values():
+        if level < best.get(entry.key, level + 1):
+            best[entry.key] = level
+    return {p: slot for p, slot in samples.items() if slot[2] == best[slot[1].key]}
 
 
 def render(results: Iterable[Result], ctx: Context, extra: str = "") -> str:
     """The text exposition (format 0.0.4) of normalized results, families in schema order."""
     merged: dict[str, list[str]] = {}
     for result in results:
-        for fam_name, series in result.families.items():
+        for fam_name, samples in result.families.items():
             lines = merged.setdefault(fam_name, [])
-            for _fallback, samples in series.values():
-                for sample, (value, _origin) in samples.items():
-                    lines.append(f"{sample} {value}")
+            lines.extend([prefix + slot[0] for prefix, slot in samples.items()])
     out: list[str] = []
     for fam in schema.FAMILIES:
         lines = merged.get(fam.name)
@@ -343,11 +446,7 @@ def engine_info(result: Result, adapter: Adapter, ctx: Context) -> None:
         return
     model = result.model or escape_label(ctx.model or "unknown")
     extra = {k: escape_label(v) for k, v in ctx.info.items() if v not in _UNSET_VALUES}
-    stated = [
-        entry[3]
-        for _fallback, samples in result.families.get("llm_engine_info", {}).values()
-        for _value, entry in samples.values()
-    ]
+    stated = [slot[1].info for slot in result.families.get("llm_engine_info", {}).values()]
     fixed: dict[str, list] = {}
     for upstream in stated or [{"engine": adapter.name}]:
         # Info metrics carry no model label: they belong to the page's model.
@@ -357,6 +456,6 @@ def engine_info(result: Result, adapter: Adapter, ctx: Context) -> None:
             labels.setdefault(k, v)
         if adapter.info_derive is not None:
             labels.update(adapter.info_derive(labels))
-        body = label_body(labels)
-        fixed[body] = [0, {f"llm_engine_info{{{body}}}": ("1", None)}]
+        prefix = f"llm_engine_info{{{label_body(labels)}}} "
+        fixed[prefix] = ["1", None, 0]
     result.families["llm_engine_info"] = fixed
