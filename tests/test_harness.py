@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from tests.harness import procs
+from tests.conftest import capture
+from tests.harness import procs, promtool
+from tests.harness.exporter import sample_value
+from tests.harness.pages import Mode
 from tests.harness.prometheus import Prometheus, PrometheusError, pod_labels, scrape_job
 
 
@@ -102,3 +108,176 @@ def test_prometheus_stop_leaves_no_process(tmp_path):
     prom.stop()
     assert not _pid_alive(pid)
     assert prom.proc.returncode == 0  # a clean shutdown on SIGTERM
+
+
+# -- promtool --------------------------------------------------------------------------------
+
+RULES = """\
+groups:
+  - name: harness
+    rules:
+      - alert: QueueTooLong
+        expr: llm_requests_waiting > 10
+        for: 1m
+        labels: {severity: warning}
+        annotations: {summary: Queue too long}
+"""
+
+RULE_TEST = """\
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'llm_requests_waiting{pod="p"}'
+        values: '20x5'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: QueueTooLong
+        exp_alerts:
+          - exp_labels: {severity: warning, pod: p}
+            exp_annotations: {summary: Queue too long}
+"""
+
+
+def test_promtool_checks_and_tests_rules(tmp_path):
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "test.yaml").write_text(RULE_TEST)
+    assert "SUCCESS: 1 rules found" in promtool.check_rules(tmp_path / "rules.yaml")
+    assert "SUCCESS" in promtool.test_rules(tmp_path / "test.yaml")
+
+
+def test_promtool_failures_carry_its_output(tmp_path):
+    (tmp_path / "rules.yaml").write_text(RULES.replace("> 10", "> > 10"))
+    with pytest.raises(promtool.PromtoolError, match=r"rules\.yaml"):
+        promtool.check_rules(tmp_path / "rules.yaml")
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "test.yaml").write_text(RULE_TEST.replace("severity: warning, pod", "pod"))
+    with pytest.raises(promtool.PromtoolError, match="QueueTooLong"):
+        promtool.test_rules(tmp_path / "test.yaml")
+
+
+def test_backfilled_history_is_queryable_with_known_values(prometheus_factory):
+    # Seven days of a counter growing by 60 per minute (1/s) and a constant gauge, at 5-minute
+    # resolution, ending an hour before now.
+    end = (time.time() // 300) * 300 - 3600
+    start = end - 7 * 86400
+    steps = range(int((end - start) // 300) + 1)
+    counter = promtool.Family("llm_prompt_tokens", "counter").add(
+        {"namespace": "ns", "deployment": "d"}, [(start + i * 300, i * 300.0) for i in steps]
+    )
+    gauge = promtool.Family("llm_kv_cache_usage_ratio").add(
+        {"namespace": "ns", "deployment": "d"}, [(start + i * 300, 0.25) for i in steps]
+    )
+    prom = prometheus_factory(history=promtool.openmetrics([counter, gauge]))
+    assert prom.value("llm_prompt_tokens_total", at=end) == 7 * 86400
+    assert prom.value("rate(llm_prompt_tokens_total[1h])", at=end) == pytest.approx(1.0)
+    assert prom.value("increase(llm_prompt_tokens_total[1d])", at=end) == pytest.approx(86400)
+    assert prom.value("avg_over_time(llm_kv_cache_usage_ratio[7d])", at=end) == 0.25
+    assert prom.value("count_over_time(llm_kv_cache_usage_ratio[7d])", at=end) == len(steps)
+    # Nothing before the history begins.
+    assert prom.query("llm_kv_cache_usage_ratio", at=start - 3600) == []
+
+
+def test_openmetrics_escapes_label_values():
+    text = promtool.openmetrics(
+        [promtool.Family("x").add({"model": 'a"b\\c\nd'}, [(2.0, 1.0), (1.0, 0.5)])]
+    )
+    assert text.endswith("# EOF\n")
+    assert 'x{model="a\\"b\\\\c\\nd"} 0.5 1.0\nx{model="a\\"b\\\\c\\nd"} 1.0 2.0\n' in text
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+
+
+def test_alertmanager_forwards_a_posted_alert_to_the_webhook(
+    alertmanager_factory, webhook_receiver
+):
+    am = alertmanager_factory(webhook_url=webhook_receiver.url)
+    am.post_alert(
+        {"alertname": "HarnessCheck", "severity": "page", "namespace": "ns"}, {"summary": "harness"}
+    )
+    (alert,) = webhook_receiver.wait_for(lambda alerts: len(alerts) >= 1, timeout=15)
+    assert alert["status"] == "firing"
+    assert alert["labels"] == {"alertname": "HarnessCheck", "severity": "page", "namespace": "ns"}
+    assert alert["annotations"] == {"summary": "harness"}
+    assert [a["labels"]["alertname"] for a in am.alerts()] == ["HarnessCheck"]
+    assert am.status()["cluster"]["status"] == "disabled"
+
+
+def test_prometheus_sends_firing_alerts_to_alertmanager(
+    prometheus_factory, alertmanager_factory, webhook_receiver, tmp_path
+):
+    am = alertmanager_factory(webhook_url=webhook_receiver.url)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "groups:\n- name: g\n  rules:\n  - alert: AlwaysFiring\n    expr: vector(1)\n"
+        "    labels: {severity: info}\n"
+    )
+    prom = prometheus_factory(rule_files=[rules], alertmanager_url=am.url)
+    prom.wait_for("ALERTS{alertname='AlwaysFiring', alertstate='firing'}", timeout=15)
+    (alert,) = webhook_receiver.wait_for(lambda alerts: alerts, timeout=20)
+    assert alert["labels"] == {"alertname": "AlwaysFiring", "severity": "info"}
+    assert [r["name"] for g in prom.rules() for r in g["rules"]] == ["AlwaysFiring"]
+    assert prom.alerts()[0]["state"] == "firing"
+
+
+def test_webhook_receiver_times_out_with_what_it_got(webhook_receiver):
+    with pytest.raises(TimeoutError, match=r"received \[\]"):
+        webhook_receiver.wait_for(lambda alerts: alerts, timeout=0.3)
+
+
+# -- pages and the exporter ------------------------------------------------------------------
+
+
+def _fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.status, resp.read()
+
+
+def test_page_server_modes(page_factory):
+    page = page_factory("up 1\n")
+    assert _fetch(page.metrics_url) == (200, b"up 1\n")
+    page.mode = Mode.DOWN
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        _fetch(page.metrics_url)
+    page.mode = Mode.REFUSE
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        _fetch(page.metrics_url)
+    page.mode = Mode.HANG
+    with pytest.raises(TimeoutError):
+        _fetch(page.metrics_url, timeout=0.5)
+    page.mode = Mode.RESET
+    with pytest.raises((ConnectionResetError, http.client.IncompleteRead)):
+        _fetch(page.metrics_url)
+    page.mode = Mode.ERROR
+    with pytest.raises(urllib.error.HTTPError, match="503"):
+        _fetch(page.metrics_url)
+    page.huge_bytes = 3 * 1024 * 1024
+    page.mode = Mode.HUGE
+    status, body = _fetch(page.metrics_url)
+    assert status == 200
+    assert len(body) == 3 * 1024 * 1024 and body.startswith(b"vllm:num_requests_running")
+    page.mode = Mode.NORMAL
+    assert _fetch(page.metrics_url) == (200, b"up 1\n")
+    # Requests that reached HTTP: not the one to the closed port, nor the refused one.
+    assert page.count("/metrics") == 6
+    assert page.count("<refused>") == 1
+
+
+def test_exporter_process_starts_serves_and_stops(exporter_factory, page_factory):
+    page = page_factory(capture("vllm-0.32.0-cpu-tiny-real.prom"))
+    exp = exporter_factory(upstream=page.url, timeout=2.0)
+    answer = exp.metrics()
+    assert sample_value(answer.body, "inferwatch_exporter_upstream_up", source="engine") == 1
+    assert 0 < exp.rss_bytes() < 500 * 1024 * 1024
+    pid = exp.pid
+    assert exp.stop() == 0
+    assert not _pid_alive(pid)
+
+
+def test_nothing_started_by_earlier_tests_is_still_running():
+    # Each factory stops what it started when its test ends; only session-scoped servers
+    # (shared Prometheus/Alertmanager) may still run.
+    names = [p.name for p in procs.running()]
+    assert all(n.startswith(("prometheus-", "alertmanager-")) for n in names), names

@@ -200,6 +200,9 @@ class Prometheus:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
             "--web.enable-admin-api",
+            # Alertmanagers are discovered up to 5s after start; alerts that fired before that
+            # are re-sent on this delay (default 1m), so tests see notifications promptly.
+            "--rules.alert.resend-delay=1s",
             "--log.level=info",
             *self.extra_args,
         ]
