@@ -47,15 +47,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inferwatch import schema
+from inferwatch.alerts import promql
 from inferwatch.exporters import buckets
-
-# Kubernetes names: a namespace is a DNS-1123 label, a workload name a DNS-1123 subdomain. Both
-# reach PromQL as label values, so nothing else is accepted.
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 # Histogram families a latency SLI may read.
 LATENCY_FAMILIES: tuple[str, ...] = tuple(
@@ -182,25 +175,21 @@ class SLOSpec(BaseModel):
     period: Literal["28d", "30d"] = "30d"
     labels: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("name", "namespace")
+    # Namespace, deployment and name reach PromQL as label values: Kubernetes names only.
+    @field_validator("name")
     @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not DNS_LABEL.match(value):
-            raise ValueError(
-                f"{value!r} is not a DNS label (lowercase letters, digits and '-', "
-                "at most 63, starting and ending with a letter or digit)"
-            )
-        return value
+    def _slo_name(cls, value: str) -> str:
+        return promql.validate_slo_name(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return promql.validate_namespace(value)
 
     @field_validator("deployment")
     @classmethod
-    def _dns_subdomain(cls, value: str) -> str:
-        if not DNS_SUBDOMAIN.match(value):
-            raise ValueError(
-                f"{value!r} is not a Kubernetes workload name (lowercase letters, digits, "
-                "'-' and '.', at most 253)"
-            )
-        return value
+    def _deployment(cls, value: str) -> str:
+        return promql.validate_deployment(value)
 
     @field_validator("engine")
     @classmethod
@@ -213,8 +202,7 @@ class SLOSpec(BaseModel):
     @classmethod
     def _model_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for model in value:
-            if not model or any(ord(c) < 0x20 or c == "\x7f" for c in model):
-                raise ValueError(f"model name {model!r} is empty or has control characters")
+            promql.validate_model(model)  # free text, escaped when rendered
         if len(set(value)) != len(value):
             raise ValueError("a model is listed twice")
         return value
@@ -236,7 +224,7 @@ class SLOSpec(BaseModel):
     @classmethod
     def _label_set(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if not LABEL_NAME.match(name) or name.startswith("__"):
+            if not promql.LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 raise ValueError(f"{name!r} is not a Prometheus label name")
             if name in RESERVED_LABELS:
                 raise ValueError(f"label {name!r} is set by the generated rules")

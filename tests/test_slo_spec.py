@@ -162,6 +162,7 @@ def test_period_is_28d_or_30d() -> None:
     [
         ("namespace", "'llm\"} or vector(1) #'"),
         ("namespace", "'llm\\nfoo'"),
+        ("namespace", '"llm\\n"'),
         ("namespace", "LLM"),
         ("namespace", "'ns\\\\x'"),
         ("namespace", "'naïve'"),
@@ -174,7 +175,7 @@ def test_names_that_reach_promql_must_be_kubernetes_names(field: str, value: str
     text = latency().replace(f"{field}: ", f"{field}: {value} #", 1)
     message = refused(text)
     assert f"slos[0].{field}: " in message
-    assert "is not a" in message
+    assert "is not valid: " in message
 
 
 def test_model_names_are_free_text_but_not_control_characters() -> None:
@@ -182,7 +183,7 @@ def test_model_names_are_free_text_but_not_control_characters() -> None:
     (slo,) = parse(text)
     assert slo.models == ('a"} or vector(1) #',)  # escaped when rendered, never refused
     message = refused(text.replace("models: ['a\"} or vector(1) #']", 'models: ["a\\nb"]'))
-    assert "slos[0].models: model name 'a\\nb' is empty or has control characters" in message
+    assert "slos[0].models: model 'a\\nb' is empty or has control characters" in message
 
 
 def test_error_reasons_must_be_schema_reasons() -> None:

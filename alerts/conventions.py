@@ -1,0 +1,150 @@
+"""Every name the generated rules create: recorded series, labels, groups, alerts.
+
+Dashboards and the SLO service read these names from here, never re-type them. Recorded series
+follow Prometheus' `level:metric:operations` convention: `level` is the aggregation (the labels
+kept), `metric` the schema family (counters without `_total` once rated), `operations` what was
+applied, newest last (`model:llm_time_to_first_token_seconds:p95_rate5m`). This module imports
+nothing but the schema, so reading a name costs nothing.
+"""
+
+from __future__ import annotations
+
+from inferwatch import schema
+
+# ---- labels ---------------------------------------------------------------------------------
+
+SEVERITY = "severity"
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
+SLO = "slo"  # the SLO name, on every SLO series and alert
+RUNBOOK_URL = "runbook_url"
+
+# ---- aggregation levels: the labels each level keeps --------------------------------------
+# Quantiles only ever aggregate within one engine (bucket layouts differ), so every level that
+# aggregates engine series keeps `engine`.
+
+LEVELS: dict[str, tuple[str, ...]] = {
+    "model": ("namespace", "deployment", "engine", "model"),
+    "pod": ("namespace", "deployment", "pod", "engine", "model"),
+    "gpu": ("namespace", "deployment", "pod", "gpu", "gpu_uuid", "gpu_model"),
+    "deployment": ("namespace", "deployment"),
+}
+MODEL_LABELS = LEVELS["model"]
+POD_LABELS = LEVELS["pod"]
+GPU_LABELS = LEVELS["gpu"]
+DEPLOYMENT_LABELS = LEVELS["deployment"]
+
+RATE_WINDOW = "5m"  # the window of every recorded per-second rate
+QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
+
+
+def record(level: str, metric: str, operations: str) -> str:
+    """A recorded series name, `level:metric:operations`."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown aggregation level {level!r}; known: {', '.join(LEVELS)}")
+    return f"{level}:{metric}:{operations}"
+
+
+def _rated(family: str) -> str:
+    """A counter's name once rated: without `_total` (Prometheus naming practice)."""
+    return schema.family(family).name.removesuffix("_total")
+
+
+def quantile_label(q: float) -> str:
+    """`p95` for 0.95, `p99` for 0.99, `p999` for 0.999."""
+    digits = f"{q:.6f}".rstrip("0").split(".")[1]
+    return "p" + (digits + "0" if len(digits) == 1 else digits)
+
+
+# ---- recorded series (alerts/recording.py makes them) --------------------------------------
+
+# Rates per model (kept labels: MODEL_LABELS; the finished-request rate also keeps `reason`).
+MODEL_REQUESTS_FINISHED_RATE = record(
+    "model", _rated("llm_requests_finished_total"), f"rate{RATE_WINDOW}"
+)
+MODEL_REQUEST_ERROR_RATIO = record("model", "llm_request_errors", f"ratio_rate{RATE_WINDOW}")
+MODEL_PROMPT_TOKENS_RATE = record("model", _rated("llm_prompt_tokens_total"), f"rate{RATE_WINDOW}")
+MODEL_GENERATION_TOKENS_RATE = record(
+    "model", _rated("llm_generation_tokens_total"), f"rate{RATE_WINDOW}"
+)
+MODEL_PREEMPTIONS_RATE = record("model", _rated("llm_preemptions_total"), f"rate{RATE_WINDOW}")
+MODEL_PREFIX_CACHE_HIT_RATIO = record(
+    "model", _rated("llm_prefix_cache_hits_total"), f"ratio_rate{RATE_WINDOW}"
+)
+# Gauges per model: requests summed over pods and ranks, KV cache averaged over pods.
+MODEL_REQUESTS_RUNNING = record("model", schema.family("llm_requests_running").name, "sum")
+MODEL_REQUESTS_WAITING = record("model", schema.family("llm_requests_waiting").name, "sum")
+MODEL_KV_CACHE_USAGE = record("model", schema.family("llm_kv_cache_usage_ratio").name, "avg")
+# Per pod: the fullest rank's KV cache (one full rank stalls the pod), queue over ranks.
+POD_KV_CACHE_USAGE = record("pod", schema.family("llm_kv_cache_usage_ratio").name, "max")
+POD_REQUESTS_WAITING = record("pod", schema.family("llm_requests_waiting").name, "sum")
+# Per GPU: memory used / (used + free); per pod: mean GPU busy fraction.
+GPU_MEMORY_USED_RATIO = record("gpu", "llm_gpu_memory_used", "ratio")
+POD_GPU_UTILIZATION = record("pod", schema.family("llm_gpu_utilization_ratio").name, "avg")
+
+# Histograms with a recorded bucket rate and quantiles per model.
+LATENCY_HISTOGRAMS: tuple[str, ...] = tuple(f.name for f in schema.HISTOGRAMS)
+
+
+def bucket_rate(family: str) -> str:
+    """Per-model bucket rates of a histogram (keeps `le`): feed heatmaps and any quantile."""
+    return record("model", f"{schema.family(family).name}_bucket", f"rate{RATE_WINDOW}")
+
+
+def count_rate(family: str) -> str:
+    """Per-model observation rate of a histogram."""
+    return record("model", f"{schema.family(family).name}_count", f"rate{RATE_WINDOW}")
+
+
+def quantile(family: str, q: float) -> str:
+    """Per-model quantile, e.g. `model:llm_time_to_first_token_seconds:p95_rate5m`."""
+    if q not in QUANTILES:
+        raise ValueError(f"quantile {q} is not recorded; recorded: {QUANTILES}")
+    return record("model", schema.family(family).name, f"{quantile_label(q)}_rate{RATE_WINDOW}")
+
+
+# ---- SLO series (alerts/slo_rules.py makes them; every one carries `slo`) ------------------
+
+
+def slo_error_ratio(window: str) -> str:
+    """The SLI's error ratio over a window, e.g. `slo:sli_error:ratio_rate1h`."""
+    return f"slo:sli_error:ratio_rate{window}"
+
+
+def slo_burn_rate(window: str) -> str:
+    """Error ratio over a window divided by the error budget, e.g. `slo:burn_rate:ratio_rate1h`."""
+    return f"slo:burn_rate:ratio_rate{window}"
+
+
+SLO_OBJECTIVE = "slo:objective:ratio"  # the objective, e.g. 0.999
+SLO_PERIOD_DAYS = "slo:period:days"  # 28 or 30
+SLO_ERROR_BUDGET_REMAINING = "slo:error_budget_remaining:ratio"  # 1 - budget spent this period
+
+# ---- groups ----------------------------------------------------------------------------------
+
+GROUP_MODEL_RULES = "inferwatch.model.rules"
+GROUP_POD_RULES = "inferwatch.pod.rules"
+GROUP_ENGINE_ALERTS = "inferwatch.engine.alerts"
+GROUP_GPU_ALERTS = "inferwatch.gpu.alerts"
+GROUP_HEALTH_ALERTS = "inferwatch.health.alerts"
+
+
+def slo_group(slo: str) -> str:
+    return f"inferwatch.slo.{slo}"
+
+
+# ---- alerts ----------------------------------------------------------------------------------
+
+KV_CACHE_NEARLY_FULL = "LLMKVCacheNearlyFull"
+QUEUE_GROWING = "LLMRequestQueueGrowing"
+PREEMPTIONS_RISING = "LLMPreemptionsRising"
+TTFT_HIGH = "LLMTimeToFirstTokenHigh"
+TPOT_HIGH = "LLMTimePerOutputTokenHigh"
+ERROR_RATIO_HIGH = "LLMRequestErrorRatioHigh"
+TARGET_DOWN = "LLMExporterTargetDown"
+UPSTREAM_DOWN = "LLMExporterUpstreamDown"
+GPU_XID_ERROR = "LLMGPUXidError"
+GPU_MEMORY_NEARLY_FULL = "LLMGPUMemoryNearlyFull"
+GPU_IDLE_WHILE_QUEUED = "LLMGPUIdleWhileRequestsQueue"
+METRICS_ABSENT = "LLMMetricsAbsent"
+SLO_BUDGET_BURN = "LLMSLOErrorBudgetBurn"
