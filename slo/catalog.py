@@ -346,6 +346,11 @@ def find_gpu(name: str) -> Gpu:
     key = _GPU_ALIASES.get(key, key)
     if key in GPUS:
         return GPUS[key]
+    close = [k for k in GPUS if key and k.startswith(key + "-")]
+    if len(close) == 1:
+        return GPUS[close[0]]
+    if close:
+        raise PlannerError(f"ambiguous GPU {name!r}: say {' or '.join(close)}")
     raise PlannerError(f"unknown GPU {name!r}; known GPUs: {', '.join(GPUS)}")
 
 

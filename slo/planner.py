@@ -263,21 +263,26 @@ def _try(inputs: _Inputs, gpu: Gpu, tp: int, pp: int) -> _Fit | str:
         kv_cache_bytes=max(kv, 0),
     )
     layout = f"{tp * pp} x {gpu.key} (TP {tp}, PP {pp})"
+    overhead = RUNTIME_OVERHEAD_BYTES + activations
+    if kv <= 0:
+        return (
+            f"{layout}: weights {_gib(weights)} + overhead {_gib(overhead)} per GPU exceed "
+            f"the {_gib(usable)} usable"
+        )
     if arch is None or inputs.max_model_len is None:
         if kv < MIN_KV_CACHE_BYTES:
             return (
-                f"{layout}: weights {_gib(weights)} + overhead "
-                f"{_gib(RUNTIME_OVERHEAD_BYTES + activations)} leave {_gib(kv)} of "
-                f"{_gib(usable)} usable, under the {_gib(MIN_KV_CACHE_BYTES)} kept for "
-                "the KV cache"
+                f"{layout}: weights {_gib(weights)} + overhead {_gib(overhead)} leave "
+                f"{_gib(kv)} of {_gib(usable)} usable, under the "
+                f"{_gib(MIN_KV_CACHE_BYTES)} kept for the KV cache"
             )
         return _Fit(gpu, tp, pp, memory, None, None)
     per_token = _kv_per_token_per_gpu(arch, req.kv_cache_dtype, tp, pp)
-    tokens = max(kv, 0) // (per_token * BLOCK_SIZE) * BLOCK_SIZE
+    tokens = kv // (per_token * BLOCK_SIZE) * BLOCK_SIZE
     needed = req.concurrency * round_up(inputs.max_model_len, BLOCK_SIZE)
     if tokens < needed:
         return (
-            f"{layout}: the KV cache holds {tokens:,} tokens ({_gib(max(kv, 0))}), "
+            f"{layout}: the KV cache holds {tokens:,} tokens ({_gib(kv)}), "
             f"{req.concurrency} x --max-model-len {inputs.max_model_len} needs {needed:,}"
         )
     return _Fit(gpu, tp, pp, memory, per_token, tokens)
@@ -657,6 +662,10 @@ def _gib(n: float) -> str:
     return f"{n / GIB:,.2f} GiB"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def _params(n: float) -> str:
     return f"{n / 1e9:,.2f}B"
 
@@ -704,7 +713,7 @@ def render_text(p: Plan) -> str:
     if p.pipeline_parallel_size > 1:
         layout += f", pipeline parallel {p.pipeline_parallel_size}"
     lines += [
-        f"GPU: {p.gpu_count} x {p.gpu_name} ({layout}; {p.nodes} node{'s' if p.nodes > 1 else ''})",
+        f"GPU: {p.gpu_count} x {p.gpu_name} ({layout}; {_plural(p.nodes, 'node')})",
         f"  per GPU  {_gib(m.total_bytes)} x {p.gpu_memory_utilization:g} "
         f"(--gpu-memory-utilization) = {_gib(m.usable_bytes)} usable",
         f"         - weights                 {_gib(m.weights_bytes)}",
@@ -733,25 +742,22 @@ def render_text(p: Plan) -> str:
         f"Every GPU (at most one node, {p.dtype})",
     ]
     for o in p.options:
-        if o.fits:
-            where = (
-                f"{o.gpu_count} GPU{'s' if (o.gpu_count or 0) > 1 else ''}, TP "
-                f"{o.tensor_parallel_size}"
-                + (
-                    f", PP {o.pipeline_parallel_size}"
-                    if (o.pipeline_parallel_size or 1) > 1
-                    else ""
-                )
-            )
-            kv = f", {o.kv_cache_tokens:,} KV tokens" if o.kv_cache_tokens is not None else ""
-            lines.append(f"  {o.gpu:<9} {where}{kv}")
-        else:
+        if not o.fits:
             lines.append(f"  {o.gpu:<9} does not fit: {o.reason}")
+            continue
+        row = f"  {o.gpu:<9} {_plural(o.gpu_count or 0, 'GPU')}, TP {o.tensor_parallel_size}"
+        if (o.pipeline_parallel_size or 1) > 1:
+            row += f", PP {o.pipeline_parallel_size}"
+        if o.kv_cache_tokens is not None:
+            row += f", {o.kv_cache_tokens:,} KV tokens"
+        if o.gpu == p.gpu and o.gpu_count == p.gpu_count:
+            row += "  <- planned"
+        lines.append(row)
     lines += ["", "Quantization (which engine offers each format)"]
     for q in p.quantization:
         where = f"{q.gpu_count} x {q.gpu}" if q.gpu_count else "does not fit"
-        offered = "; ".join(f"{e}: {', '.join(ms)}" for e, ms in q.methods.items())
-        lines.append(f"  {q.dtype:<5} {_gb(q.weights_bytes):>10}  {where:<14} {offered}")
+        lines.append(f"  {q.dtype:<5} {_gb(q.weights_bytes):>10}  {where}")
+        lines += [f"        {e:<9} {', '.join(ms)}" for e, ms in q.methods.items()]
     missing = [
         e
         for e in ([p.engine] if p.engine else ENGINES)
