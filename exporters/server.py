@@ -206,8 +206,11 @@ def build_app(exporter: Exporter) -> web.Application:
 
 async def serve(app: web.Application, host: str, port: int, drain_seconds: float) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let in-flight scrapes finish."""
+    # aiohttp waits up to shutdown_timeout for in-flight handlers, then up to shutdown_timeout
+    # again before cancelling them: half the drain time each keeps the exit within it, and a
+    # slow scrape still has the whole drain time to finish.
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=drain_seconds, access_log=None
+        app, handle_signals=False, shutdown_timeout=drain_seconds / 2, access_log=None
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
