@@ -730,8 +730,8 @@ def render_text(p: Plan) -> str:
             f"{p.kv_cache_tokens:,} tokens (blocks of {BLOCK_SIZE})"
         )
         lines.append(
-            f"  at --max-model-len {p.max_model_len}: up to {p.max_num_seqs} "
-            f"sequences at once; one sequence can be up to "
+            f"  at --max-model-len {p.max_model_len}: up to "
+            f"{_plural(p.max_num_seqs or 0, 'sequence')} at once; one sequence can be up to "
             f"{p.largest_max_model_len:,} tokens"
         )
     lines += [

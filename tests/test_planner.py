@@ -581,3 +581,49 @@ def test_parameter_counts_are_read_in_the_usual_notations(text: str, value: floa
 def test_a_parameter_count_under_a_million_is_refused_as_a_likely_typo() -> None:
     with pytest.raises(PlannerError, match="write the count in full"):
         plan(params=70)
+
+
+# --- the documentation states the catalog's numbers, not its own ------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "planner.md"
+
+
+def test_docs_list_every_known_model_with_the_catalogs_numbers() -> None:
+    text = DOCS.read_text()
+    for a in KNOWN_MODELS.values():
+        kib = kv_cache_bytes_per_token(a) // 1024
+        row = (
+            f"| {a.name} | {a.hf_id} | {a.params / 1e9:.2f}B | {a.num_layers} | "
+            f"{a.num_attention_heads} | {a.num_kv_heads} | {a.head_dim} | "
+            f"{a.max_position_embeddings} | {kib} KiB |"
+        )
+        assert row in text, row
+
+
+def test_docs_list_every_gpu_with_the_catalogs_numbers() -> None:
+    text = DOCS.read_text()
+    for g in GPUS.values():
+        row = (
+            f"| `{g.key}` {g.name} | {g.memory_mib} MiB | {g.generation} | "
+            f"{g.compute_capability} | {'yes' if g.fp8 else 'no'} |"
+        )
+        assert row in text, row
+
+
+def test_docs_seed_comparison_states_what_the_planner_computes() -> None:
+    text = DOCS.read_text()
+    for size, (gbs, _) in SEED_TABLE.items():
+        by_params = " / ".join(
+            f"{plan(params=size * 1e9, dtype=d).weights_bytes / 1e9:.1f}"
+            for d in ("fp16", "int8", "int4")
+        )
+        name = SEED_MODELS[size]
+        by_model = " / ".join(
+            f"{plan(model=name, dtype=d).weights_bytes / 1e9:.1f}" for d in ("fp16", "int8", "int4")
+        )
+        chosen = plan(params=size * 1e9)
+        row_end = f"| {chosen.gpu_count} x {chosen.gpu} |"
+        line = next(line for line in text.splitlines() if line.startswith(f"| {size}B"))
+        assert f"| {by_params} | {name}: {by_model} |" in line, line
+        assert " / ".join(str(gb) for gb in gbs) + " GB" in line
+        assert line.endswith(row_end), line
