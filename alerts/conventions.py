@@ -26,8 +26,9 @@ RUNBOOK_URL = "runbook_url"
 LEVELS: dict[str, tuple[str, ...]] = {
     "model": ("namespace", "deployment", "engine", "model"),
     "pod": ("namespace", "deployment", "pod", "engine", "model"),
-    "gpu": ("namespace", "deployment", "pod", "gpu", "gpu_uuid", "gpu_model"),
+    "gpu": ("namespace", "deployment", "pod", "gpu", "gpu_uuid", "gpu_model", "gpu_instance"),
     "deployment": ("namespace", "deployment"),
+    "slo": ("slo", "namespace", "deployment"),
 }
 MODEL_LABELS = LEVELS["model"]
 POD_LABELS = LEVELS["pod"]
@@ -78,8 +79,10 @@ MODEL_KV_CACHE_USAGE = record("model", schema.family("llm_kv_cache_usage_ratio")
 # Per pod: the fullest rank's KV cache (one full rank stalls the pod), queue over ranks.
 POD_KV_CACHE_USAGE = record("pod", schema.family("llm_kv_cache_usage_ratio").name, "max")
 POD_REQUESTS_WAITING = record("pod", schema.family("llm_requests_waiting").name, "sum")
+POD_PREEMPTIONS_RATE = record("pod", _rated("llm_preemptions_total"), f"rate{RATE_WINDOW}")
 # Per GPU: memory used / (used + free); per pod: mean GPU busy fraction.
 GPU_MEMORY_USED_RATIO = record("gpu", "llm_gpu_memory_used", "ratio")
+GPU_XID = record("gpu", schema.family("llm_gpu_xid_errors").name, "max")  # the last XID code
 POD_GPU_UTILIZATION = record("pod", schema.family("llm_gpu_utilization_ratio").name, "avg")
 
 # Histograms with a recorded bucket rate and quantiles per model.
@@ -106,19 +109,23 @@ def quantile(family: str, q: float) -> str:
 # ---- SLO series (alerts/slo_rules.py makes them; every one carries `slo`) ------------------
 
 
+SLO_LABELS = LEVELS["slo"]
+
+
 def slo_error_ratio(window: str) -> str:
     """The SLI's error ratio over a window, e.g. `slo:sli_error:ratio_rate1h`."""
-    return f"slo:sli_error:ratio_rate{window}"
+    return record("slo", "sli_error", f"ratio_rate{window}")
 
 
 def slo_burn_rate(window: str) -> str:
     """Error ratio over a window divided by the error budget, e.g. `slo:burn_rate:ratio_rate1h`."""
-    return f"slo:burn_rate:ratio_rate{window}"
+    return record("slo", "burn_rate", f"ratio_rate{window}")
 
 
-SLO_OBJECTIVE = "slo:objective:ratio"  # the objective, e.g. 0.999
-SLO_PERIOD_DAYS = "slo:period:days"  # 28 or 30
-SLO_ERROR_BUDGET_REMAINING = "slo:error_budget_remaining:ratio"  # 1 - budget spent this period
+SLO_OBJECTIVE = record("slo", "objective", "ratio")  # the objective, e.g. 0.999
+SLO_PERIOD_DAYS = record("slo", "period", "days")  # 28 or 30
+# 1 - the share of the error budget spent over the period so far (negative once overspent).
+SLO_ERROR_BUDGET_REMAINING = record("slo", "error_budget_remaining", "ratio")
 
 # ---- groups ----------------------------------------------------------------------------------
 
@@ -142,7 +149,8 @@ TTFT_HIGH = "LLMTimeToFirstTokenHigh"
 TPOT_HIGH = "LLMTimePerOutputTokenHigh"
 ERROR_RATIO_HIGH = "LLMRequestErrorRatioHigh"
 TARGET_DOWN = "LLMExporterTargetDown"
-UPSTREAM_DOWN = "LLMExporterUpstreamDown"
+ENGINE_METRICS_DOWN = "LLMEngineMetricsDown"
+GPU_METRICS_DOWN = "LLMGPUMetricsDown"
 GPU_XID_ERROR = "LLMGPUXidError"
 GPU_MEMORY_NEARLY_FULL = "LLMGPUMemoryNearlyFull"
 GPU_IDLE_WHILE_QUEUED = "LLMGPUIdleWhileRequestsQueue"

@@ -1,0 +1,77 @@
+"""PromQL over the normalized schema, built in one place for rules, alerts and the SLO service.
+
+Each function returns readable PromQL text; label values go through `promql`, metric names
+come from the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inferwatch import schema
+from inferwatch.alerts import promql
+from inferwatch.alerts.promql import Matcher
+
+Matchers = Sequence[Matcher | str]
+
+
+def by(labels: Sequence[str]) -> str:
+    return f"by ({', '.join(promql.validate_label_name(label) for label in labels)})"
+
+
+def metric(family: str, suffix: str = "") -> str:
+    """A schema family's sample name (`_bucket`, `_count`, `_sum` for histograms)."""
+    fam = schema.family(family)
+    name = fam.name + suffix
+    if name not in fam.sample_names:
+        raise ValueError(f"{name} is not a sample of {fam.name}")
+    return name
+
+
+def rate_sum(
+    family: str, labels: Sequence[str], window: str, *matchers: Matcher | str, suffix: str = ""
+) -> str:
+    """`sum by (labels) (rate(family{matchers}[window]))`."""
+    promql.validate_duration(window)
+    selection = promql.series(metric(family, suffix), *matchers)
+    return f"sum {by(labels)} (rate({selection}[{window}]))"
+
+
+def reasons_matcher(reasons: Sequence[str]) -> Matcher:
+    unknown = [r for r in reasons if r not in schema.FINISH_REASONS]
+    if unknown or not reasons:
+        raise ValueError(f"unknown finish reasons {unknown}; known: {schema.FINISH_REASONS}")
+    return promql.one_of("reason", reasons)
+
+
+def error_ratio(
+    labels: Sequence[str], window: str, reasons: Sequence[str], *matchers: Matcher | str
+) -> str:
+    """Share of finished requests whose reason counts as an error.
+
+    Zero (not absent) while requests finish and none fail: an engine creates a reason's series
+    only once it happens, and a missing error series must read as no errors.
+    """
+    finished = "llm_requests_finished_total"
+    errors = rate_sum(finished, labels, window, *matchers, reasons_matcher(reasons))
+    total = rate_sum(finished, labels, window, *matchers)
+    return f"(\n  {errors}\n  or\n  0 * {total}\n)\n/\n{total}"
+
+
+def histogram_quantile(
+    q: float, family: str, labels: Sequence[str], window: str, *matchers: Matcher | str
+) -> str:
+    """The q-quantile of a histogram per `labels`, which must include `engine`."""
+    if "engine" not in labels:
+        raise ValueError("quantiles aggregate within one engine: keep `engine` in the labels")
+    buckets = rate_sum(family, [*labels, "le"], window, *matchers, suffix="_bucket")
+    return f"histogram_quantile({promql.number(q)}, {buckets})"
+
+
+def fraction_at_most(
+    family: str, le: str, labels: Sequence[str], window: str, *matchers: Matcher | str
+) -> str:
+    """Share of a histogram's observations at or under the boundary `le` (canonical text)."""
+    under = rate_sum(family, labels, window, *matchers, promql.eq("le", le), suffix="_bucket")
+    total = rate_sum(family, labels, window, *matchers, suffix="_count")
+    return f"{under}\n/\n{total}"

@@ -1,0 +1,106 @@
+"""Recording rules: what dashboards, alerts and the SLO service read often, precomputed.
+
+Per model (namespace, deployment, engine, model): request, token and preemption rates, the
+error ratio, prefix-cache hit ratio, queue and batch sizes, and for every latency histogram the
+bucket and count rates with p50/p90/p95/p99. Per pod and per GPU: what the alerts need (the
+fullest KV cache, the queue, preemptions, GPU memory and utilization). Quantiles come from the
+recorded bucket rates, which keep `engine`, so buckets of different engines never mix.
+"""
+
+from __future__ import annotations
+
+from inferwatch import schema
+from inferwatch.alerts import conventions as c
+from inferwatch.alerts import promql
+from inferwatch.alerts import queries as q
+from inferwatch.alerts.config import AlertConfig
+from inferwatch.alerts.rules import Group, Recording
+
+W = c.RATE_WINDOW
+
+
+def _gauge(level_labels: tuple[str, ...], op: str, family: str, selector: str) -> str:
+    return f"{op} {q.by(level_labels)} ({promql.series(schema.family(family).name, selector)})"
+
+
+def model_group(config: AlertConfig) -> Group:
+    sel = config.selector
+    labels = c.MODEL_LABELS
+    rules: list[Recording] = [
+        Recording(
+            c.MODEL_REQUESTS_FINISHED_RATE,
+            q.rate_sum("llm_requests_finished_total", [*labels, "reason"], W, sel),
+        ),
+        Recording(c.MODEL_REQUEST_ERROR_RATIO, q.error_ratio(labels, W, config.error_reasons, sel)),
+        Recording(
+            c.MODEL_PROMPT_TOKENS_RATE, q.rate_sum("llm_prompt_tokens_total", labels, W, sel)
+        ),
+        Recording(
+            c.MODEL_GENERATION_TOKENS_RATE,
+            q.rate_sum("llm_generation_tokens_total", labels, W, sel),
+        ),
+        Recording(c.MODEL_PREEMPTIONS_RATE, q.rate_sum("llm_preemptions_total", labels, W, sel)),
+        Recording(
+            c.MODEL_PREFIX_CACHE_HIT_RATIO,
+            q.rate_sum("llm_prefix_cache_hits_total", labels, W, sel)
+            + "\n/\n"
+            + q.rate_sum("llm_prefix_cache_queries_total", labels, W, sel),
+        ),
+        Recording(c.MODEL_REQUESTS_RUNNING, _gauge(labels, "sum", "llm_requests_running", sel)),
+        Recording(c.MODEL_REQUESTS_WAITING, _gauge(labels, "sum", "llm_requests_waiting", sel)),
+        Recording(c.MODEL_KV_CACHE_USAGE, _gauge(labels, "avg", "llm_kv_cache_usage_ratio", sel)),
+    ]
+    for family in c.LATENCY_HISTOGRAMS:
+        rules.append(
+            Recording(
+                c.bucket_rate(family), q.rate_sum(family, [*labels, "le"], W, sel, suffix="_bucket")
+            )
+        )
+        rules.append(
+            Recording(c.count_rate(family), q.rate_sum(family, labels, W, sel, suffix="_count"))
+        )
+        for quantile in c.QUANTILES:
+            rules.append(
+                Recording(
+                    c.quantile(family, quantile),
+                    f"histogram_quantile({promql.number(quantile)}, {c.bucket_rate(family)})",
+                )
+            )
+    return Group(c.GROUP_MODEL_RULES, tuple(rules))
+
+
+def pod_group(config: AlertConfig) -> Group:
+    sel = config.selector
+    used = promql.series(schema.family("llm_gpu_memory_used_bytes").name, sel)
+    free = promql.series(schema.family("llm_gpu_memory_free_bytes").name, sel)
+    gpu = q.by(c.GPU_LABELS)
+    return Group(
+        c.GROUP_POD_RULES,
+        (
+            Recording(
+                c.POD_KV_CACHE_USAGE, _gauge(c.POD_LABELS, "max", "llm_kv_cache_usage_ratio", sel)
+            ),
+            Recording(
+                c.POD_REQUESTS_WAITING, _gauge(c.POD_LABELS, "sum", "llm_requests_waiting", sel)
+            ),
+            Recording(
+                c.POD_PREEMPTIONS_RATE, q.rate_sum("llm_preemptions_total", c.POD_LABELS, W, sel)
+            ),
+            Recording(
+                c.GPU_MEMORY_USED_RATIO,
+                f"sum {gpu} ({used})\n/\n(sum {gpu} ({used}) + sum {gpu} ({free}))",
+            ),
+            Recording(c.GPU_XID, f"max {gpu} ({promql.series('llm_gpu_xid_errors', sel)})"),
+            Recording(
+                c.POD_GPU_UTILIZATION,
+                # MIG instances report no GPU_UTIL: fall back to the engine-activity ratio.
+                _gauge(c.POD_LABELS, "avg", "llm_gpu_utilization_ratio", sel)
+                + "\nor\n"
+                + _gauge(c.POD_LABELS, "avg", "llm_gpu_engine_active_ratio", sel),
+            ),
+        ),
+    )
+
+
+def groups(config: AlertConfig) -> tuple[Group, ...]:
+    return (model_group(config), pod_group(config))
