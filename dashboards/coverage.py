@@ -1,0 +1,98 @@
+"""Which engine reports which family, read from the adapters, and the metric names in a query.
+
+Panels use this to say "not reported by TGI" instead of sitting empty: the note is derived from
+the families a query reads and from each adapter's concepts, so an engine added under
+`exporters/` is covered without touching the dashboards.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from inferwatch import schema
+from inferwatch.exporters import registry
+
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+# Prefixes of the metric names inferwatch owns: any such token in a query must be in the schema.
+_OWN_PREFIXES = ("llm_", "inferwatch_")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+class UnknownMetricError(ValueError):
+    """A query names a metric that is not in the normalized schema."""
+
+
+@cache
+def _sample_to_family() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for fam in (*schema.FAMILIES, *schema.EXPORTER_FAMILIES):
+        for sample in fam.sample_names:
+            names[sample] = fam.name
+    return names
+
+
+def families_in(expr: str) -> frozenset[str]:
+    """The schema families an expression reads (histogram samples map to their family).
+
+    A token that looks like one of our metrics but is not in the schema raises, so a typo never
+    ships as an empty panel. Recording-rule names (`level:metric:operations`, with colons) are
+    not families and are left out.
+    """
+    known = _sample_to_family()
+    found: set[str] = set()
+    for token in _IDENTIFIER.findall(_strip_strings(expr)):
+        family = known.get(token)
+        if family is not None:
+            found.add(family)
+        elif ":" not in token and token.startswith(_OWN_PREFIXES):
+            raise UnknownMetricError(f"{token!r} in {expr!r} is not a normalized family")
+    return frozenset(found)
+
+
+def _strip_strings(expr: str) -> str:
+    """The expression without its string literals (label values may contain anything)."""
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+
+
+def unreported(families: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """Engine title -> the given engine families it does not report, for every engine lacking any.
+
+    GPU families are reported by the GPU source (dcgm-exporter) whatever the engine, so they
+    never make an engine "not reporting".
+    """
+    missing: dict[str, tuple[str, ...]] = {}
+    for adapter in registry.ENGINE_ADAPTERS:
+        lacking = tuple(
+            name
+            for name in sorted(families)
+            if schema.family(name).group is schema.Group.ENGINE and adapter.concept(name) is None
+        )
+        if lacking:
+            missing[adapter.title] = lacking
+    return missing
+
+
+def engine_name(title: str) -> str:
+    """The `engine` label value of an adapter, from the title a note shows."""
+    for adapter in registry.ENGINE_ADAPTERS:
+        if adapter.title == title:
+            return adapter.name
+    raise KeyError(f"no engine adapter titled {title!r}")
+
+
+def note(families: frozenset[str]) -> str:
+    """The description lines that say which engines cannot fill a panel, or ""."""
+    lines = [
+        f"Not reported by {title}: {', '.join(f'`{n}`' for n in names)}."
+        for title, names in unreported(families).items()
+    ]
+    return "\n".join(lines)
+
+
+def no_value(families: frozenset[str]) -> str | None:
+    """What a panel shows instead of "No data" when some engine does not report its families."""
+    titles = list(unreported(families))
+    if not titles:
+        return None
+    return f"No data: not reported by {' or '.join(titles)}"
