@@ -607,6 +607,21 @@ def _notes(
             f"are taken as {_gib(ACTIVATION_ALLOWANCE_BYTES)}. Give --model or "
             "--config to size them and to get --max-model-len and --max-num-seqs."
         )
+        ignored = [
+            flag
+            for flag, given in (
+                ("--max-model-len", req.max_model_len is not None),
+                ("--concurrency", req.concurrency != 1),
+                ("--kv-cache-dtype", req.kv_cache_dtype != "auto"),
+            )
+            if given
+        ]
+        if ignored:
+            notes.append(f"{', '.join(ignored)} need the architecture and were not used.")
+    if req.engine not in (None, "vllm"):
+        notes.append(
+            f"The flags are vLLM's; docs/planner.md maps each to its {req.engine} equivalent."
+        )
     if not _natively_supports(fit.gpu, req.dtype):
         notes.append(
             f"{fit.gpu.name} ({fit.gpu.generation}) has no FP8 tensor cores: vLLM "

@@ -485,8 +485,11 @@ def test_json_has_a_stable_field_set_and_round_trips(kwargs: dict) -> None:
 
 def _inferwatch(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("inferwatch")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "inferwatch.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", _MAIN]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60)
+
+
+_MAIN = "from inferwatch.cli import main; main()"
 
 
 def test_cli_json_prints_the_documented_fields() -> None:
@@ -567,6 +570,13 @@ def test_cli_errors_exit_2_with_one_line_and_no_traceback(
     assert run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith("inferwatch plan: ")
     assert expected in run.stderr
+
+
+def test_inputs_that_need_an_architecture_are_reported_as_unused() -> None:
+    p = plan(params=7e9, max_model_len=4096, concurrency=4)
+    assert p.max_model_len is None and p.max_num_seqs is None
+    assert any("--max-model-len, --concurrency need the architecture" in n for n in p.notes)
+    assert not any(a.startswith("--max-model-len") for a in p.vllm_args)
 
 
 @pytest.mark.parametrize(
