@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferwatch.dashboards import slo
 from inferwatch.dashboards import style as S
 from inferwatch.dashboards.promql import (
     FINISHED,
@@ -249,12 +250,24 @@ def _models() -> S.Row:
     )
 
 
+def _slo_status() -> S.Row:
+    return S.Row("SLO status", [slo.status_table(Scope((regex("namespace"),)))])
+
+
 def build() -> dict[str, Any]:
     return S.dashboard(
         uid=UID,
         title=TITLE,
         description="Every inference deployment and model at once, whatever the engine: "
-        "traffic, errors, latency, saturation, throughput and GPUs.",
+        "SLO status, traffic, errors, latency, saturation, throughput and GPUs.",
         variables=VARIABLES,
-        rows=[_glance(), _traffic(), _latency(), _saturation(), _throughput(), _models()],
+        rows=[
+            _glance(),
+            _slo_status(),
+            _traffic(),
+            _latency(),
+            _saturation(),
+            _throughput(),
+            _models(),
+        ],
     )

@@ -57,34 +57,36 @@ def per_window(name_for_window: Any, scope: Scope) -> str:
     return f'label_replace({series}, "{_WINDOW_LABEL}", "$1", "__name__", "{prefix}(.+)")'
 
 
-def _status() -> S.Row:
+def status_table(scope: Scope) -> S.Panel:
+    """Each SLO's objective, period, budget remaining and fastest burn: the fleet shows it too."""
+
     def instant(expr: str) -> S.Query:
         return S.Query(expr, instant=True, format="table")
 
-    worst_burn = f"max by ({', '.join(SLO_GROUP)}) ({per_window(C.slo_burn_rate, SCOPE)})"
-    return S.Row(
-        "Status",
+    worst_burn = f"max by ({', '.join(SLO_GROUP)}) ({per_window(C.slo_burn_rate, scope)})"
+    return S.table(
+        "SLOs",
+        "Each SLO's objective, the error budget left in its period, and its fastest burn "
+        f"rate over the recorded windows. {NEEDS_RULES}",
+        [("slo", "SLO"), ("namespace", "Namespace"), ("deployment", "Deployment")],
         [
-            S.table(
-                "SLOs",
-                "Each SLO's objective, the error budget left in its period, and its fastest "
-                f"burn rate over the recorded windows. {NEEDS_RULES}",
-                [("slo", "SLO"), ("namespace", "Namespace"), ("deployment", "Deployment")],
-                [
-                    S.Column("Objective", instant(f"{C.SLO_OBJECTIVE}{SCOPE.sel()}"), S.RATIO),
-                    S.Column("Period (days)", instant(f"{C.SLO_PERIOD_DAYS}{SCOPE.sel()}"), S.NONE),
-                    S.Column(
-                        "Error budget remaining",
-                        instant(f"{C.SLO_ERROR_BUDGET_REMAINING}{SCOPE.sel()}"),
-                        S.RATIO,
-                        BUDGET,
-                    ),
-                    S.Column("Fastest burn rate", instant(worst_burn), S.NONE, BURN),
-                ],
-                h=6,
+            S.Column("Objective", instant(f"{C.SLO_OBJECTIVE}{scope.sel()}"), S.RATIO),
+            S.Column("Period (days)", instant(f"{C.SLO_PERIOD_DAYS}{scope.sel()}"), S.NONE),
+            S.Column(
+                "Error budget remaining",
+                instant(f"{C.SLO_ERROR_BUDGET_REMAINING}{scope.sel()}"),
+                S.RATIO,
+                BUDGET,
             ),
+            S.Column("Fastest burn rate", instant(worst_burn), S.NONE, BURN),
         ],
+        h=6,
+        sort_by="Fastest burn rate",
     )
+
+
+def _status() -> S.Row:
+    return S.Row("Status", [status_table(SCOPE)])
 
 
 def _budget() -> S.Row:

@@ -69,6 +69,10 @@ ANY_IS_BAD = steps((GOOD, None), (BAD, 1))
 PLAIN = steps((NEUTRAL, None))
 
 
+# What the factories return: a grafanalib panel, placed by `dashboard()`.
+Panel = G.Panel
+
+
 @dataclass(frozen=True)
 class Query:
     """One PromQL target of a panel."""

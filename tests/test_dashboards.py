@@ -379,7 +379,7 @@ GOLDEN_TTFT_P95 = {
         },
         "overrides": [],
     },
-    "gridPos": {"h": 8, "w": 12, "x": 0, "y": 15},
+    "gridPos": {"h": 8, "w": 12, "x": 0, "y": 22},
     "hideTimeOverride": False,
     "id": 275482,
     "links": [],
