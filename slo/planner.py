@@ -438,7 +438,10 @@ def plan(
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
     field = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
-    return f"{field} {error.get('input')!r}: {error['msg']}"
+    shown = repr(error.get("input"))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{field} {shown}: {error['msg']}"
 
 
 def plan_request(request: PlanRequest) -> Plan:

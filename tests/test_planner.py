@@ -554,15 +554,16 @@ def _not_json(tmp_path: Path) -> str:
         (["--dtype", "fp16"], "give --params (e.g. 70e9), --model NAME or --config"),
         (["--config", "BAD"], "broken.json: field 'num_attention_heads' must be a positive"),
         (["--config", "NOTJSON"], "garbage.json: not valid JSON (line 1"),
+        (["--config", "ARRAY"], "array.json: expected a JSON object, got list"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line_and_no_traceback(
     args: list[str], expected: str, tmp_path: Path
 ) -> None:
-    args = [
-        _bad_config(tmp_path) if a == "BAD" else _not_json(tmp_path) if a == "NOTJSON" else a
-        for a in args
-    ]
+    (tmp_path / "array.json").write_text("[1, 2, 3]")
+    files = {"BAD": _bad_config(tmp_path), "NOTJSON": _not_json(tmp_path),
+             "ARRAY": str(tmp_path / "array.json")}  # fmt: skip
+    args = [files.get(a, a) for a in args]
     run = _inferwatch("plan", *args)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert run.stdout == ""
