@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,8 +12,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import capture
-from tests.harness import procs, promtool
-from tests.harness.exporter import sample_value
+from tests.harness import loopback, procs, promtool
+from tests.harness.exporter import ExporterProcess, sample_value
 from tests.harness.pages import Mode
 from tests.harness.prometheus import Prometheus, PrometheusError, pod_labels, scrape_job
 
@@ -231,7 +232,7 @@ def test_webhook_receiver_times_out_with_what_it_got(webhook_receiver):
 
 
 def _fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    with loopback.urlopen(url, timeout=timeout) as resp:
         return resp.status, resp.read()
 
 
@@ -281,3 +282,29 @@ def test_nothing_started_by_earlier_tests_is_still_running():
     # (shared Prometheus/Alertmanager) may still run.
     names = [p.name for p in procs.running()]
     assert all(n.startswith(("prometheus-", "alertmanager-")) for n in names), names
+
+
+def test_a_port_taken_before_start_is_replaced(tmp_path, page_factory):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        prom = Prometheus(tmp_path / "prom")
+        prom.port = taken
+        prom.start()
+        try:
+            assert prom.port != taken and prom.value("vector(1)") == 1
+        finally:
+            prom.stop()
+        page = page_factory("up 1\n")
+        exp = ExporterProcess(tmp_path / "exp", upstream=page.url)
+        exp._set_port(taken)
+        exp.start()
+        try:
+            assert exp.port != taken and exp.metrics().status == 200
+        finally:
+            exp.stop()
+        assert (
+            "address already in use"
+            in (tmp_path / "exp" / f"exporter-{taken}.log").read_text().lower()
+        )

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import require_tool
-from tests.harness import procs
+from tests.harness import loopback, procs
 
 
 class WebhookReceiver:
@@ -138,25 +138,31 @@ class Alertmanager:
         self.proc: procs.Proc | None = None
 
     def start(self, timeout: float = 30.0) -> Alertmanager:
+        """Start and wait for /-/ready. `port` and `url` are final once this returns."""
         binary = require_tool("prometheus-alertmanager")
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.storage.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary,
-            f"--config.file={self.config_path}",
-            f"--storage.path={self.storage}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # no gossip: a single, private instance
-            "--log.level=info",
-            *self.extra_args,
-        ]
-        self.proc = procs.start(
-            args,
-            name=f"alertmanager-{self.port}",
-            workdir=self.workdir,
-            ready_url=f"{self.url}/-/ready",
-            ready_timeout=timeout,
-        )
+
+        def launch(port: int) -> procs.Proc:
+            self.port, self.url = port, f"http://127.0.0.1:{port}"
+            args = [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.path={self.storage}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",  # no gossip: a single, private instance
+                "--log.level=info",
+                *self.extra_args,
+            ]
+            return procs.start(
+                args,
+                name=f"alertmanager-{port}",
+                workdir=self.workdir,
+                ready_url=f"{self.url}/-/ready",
+                ready_timeout=timeout,
+            )
+
+        self.proc = procs.on_free_port(launch, first=self.port)
         return self
 
     def stop(self) -> None:
@@ -168,7 +174,7 @@ class Alertmanager:
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
+            with loopback.urlopen(request, timeout=10) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             reason = exc.read().decode(errors="replace").strip()

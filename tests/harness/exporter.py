@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import procs
+from tests.harness import loopback, procs
 
 
 def inferwatch_command() -> list[str]:
@@ -50,19 +50,17 @@ class ExporterProcess:
         extra_args: Sequence[str] = (),
     ):
         self.workdir = Path(workdir)
-        self.port = procs.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.address = f"127.0.0.1:{self.port}"
-        self.args = [*inferwatch_command(), "exporter", "--listen", self.address]
+        self._set_port(procs.free_port())
+        self.options: list[str] = []
         if upstream:
-            self.args += ["--upstream", upstream]
+            self.options += ["--upstream", upstream]
         if dcgm:
-            self.args += ["--dcgm", dcgm]
+            self.options += ["--dcgm", dcgm]
         if engine:
-            self.args += ["--engine", engine]
+            self.options += ["--engine", engine]
         if timeout is not None:
-            self.args += ["--timeout", str(timeout)]
-        self.args += list(extra_args)
+            self.options += ["--timeout", str(timeout)]
+        self.options += list(extra_args)
         # The pod identity comes from the Downward API in a real pod; unset here unless given.
         self.env = {
             "POD_NAME": "",
@@ -73,15 +71,26 @@ class ExporterProcess:
         }
         self.proc: procs.Proc | None = None
 
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+
     def start(self, timeout: float = 30.0) -> ExporterProcess:
-        self.proc = procs.start(
-            self.args,
-            name=f"exporter-{self.port}",
-            workdir=self.workdir,
-            env=self.env,
-            ready_url=f"{self.url}/healthz",
-            ready_timeout=timeout,
-        )
+        """Start and wait for /healthz. `port`, `address` and `url` are final once this returns."""
+
+        def launch(port: int) -> procs.Proc:
+            self._set_port(port)
+            return procs.start(
+                [*inferwatch_command(), "exporter", "--listen", self.address, *self.options],
+                name=f"exporter-{port}",
+                workdir=self.workdir,
+                env=self.env,
+                ready_url=f"{self.url}/healthz",
+                ready_timeout=timeout,
+            )
+
+        self.proc = procs.on_free_port(launch, first=self.port)
         return self
 
     def stop(self, grace: float = 10.0) -> int | None:
@@ -106,7 +115,7 @@ class ExporterProcess:
         request = urllib.request.Request(self.url + path, headers=dict(headers or {}))
         start = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
+            with loopback.urlopen(request, timeout=timeout) as resp:
                 body = resp.read().decode()
                 status, got = resp.status, dict(resp.headers.items())
         except urllib.error.HTTPError as exc:

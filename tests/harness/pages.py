@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import socket
 import struct
@@ -55,9 +56,7 @@ class PageServer:
 
     def __init__(self, text: str = "", *, port: int | None = None):
         self.text = text
-        self.port = port or procs.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_url = f"{self.url}/metrics"
+        self._set_port(port or procs.free_port())
         self.delay = 0.0  # NORMAL: seconds to wait before answering
         self.drip_interval = 0.5  # DRIP: seconds between chunks
         self.drip_chunk = 64  # DRIP: bytes per chunk
@@ -69,6 +68,11 @@ class PageServer:
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.metrics_url = f"{self.url}/metrics"
 
     # -- control --------------------------------------------------------------------------
 
@@ -98,9 +102,19 @@ class PageServer:
             self.requests.clear()
 
     def start(self) -> PageServer:
-        if self._mode is not Mode.DOWN:
-            self._open()
-        return self
+        """Start serving; `port` and the URLs are final once this returns."""
+        if self._mode is Mode.DOWN:
+            return self
+        for _attempt in range(3):
+            try:
+                self._open()
+                return self
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                # Taken since free_port() chose it: take another.
+                self._set_port(procs.free_port())
+        raise OSError(errno.EADDRINUSE, f"no free port for the page server (last {self.port})")
 
     def stop(self) -> None:
         with self._lock:

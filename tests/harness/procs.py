@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from tests.harness import loopback
 
 LOG_TAIL_LINES = 40
 
@@ -50,9 +51,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _die_with_parent() -> None:
     # PR_SET_PDEATHSIG: the kernel sends SIGKILL to the child when the test process dies, so
     # even `kill -9` of pytest leaves no Prometheus behind. Linux only; harmless elsewhere.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _pdeathsig_safe() -> bool:
+    return (
+        sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+    )
 
 
 class Proc:
@@ -101,7 +107,7 @@ class Proc:
             if not self.alive:
                 raise self.fail(f"exited with code {self.returncode} before {url} was ready")
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with loopback.urlopen(url, timeout=2) as resp:
                     if resp.status == status:
                         return
                     last = f"HTTP {resp.status}"
@@ -176,8 +182,9 @@ def start(
             stderr=subprocess.STDOUT,
             cwd=workdir,
             env=full_env,
-            # Only a prctl call runs between fork and exec: no locks, no allocation.
-            preexec_fn=_die_with_parent,
+            # The parent-death signal follows the *thread* that forks: only children of the
+            # main thread get it, or one started from a worker thread would die with that thread.
+            preexec_fn=_die_with_parent if _pdeathsig_safe() else None,
         )
     proc = Proc(name, args, log_path, popen)
     with _running_lock:
@@ -189,6 +196,25 @@ def start(
             proc.stop(grace=2)
             raise
     return proc
+
+
+def on_free_port(
+    launch: Callable[[int], Proc], first: int | None = None, attempts: int = 3
+) -> Proc:
+    """`launch(port)` on `first` (or a free port), again on another if it was taken meanwhile.
+
+    Between `free_port()` and the server's bind another process (another test run on the same
+    machine) can take the port; the server then exits with "address already in use".
+    """
+    port = first if first is not None else free_port()
+    for attempt in range(attempts):
+        try:
+            return launch(port)
+        except ProcessError as exc:
+            if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            port = free_port()
+    raise AssertionError("unreachable")
 
 
 def running() -> list[Proc]:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import require_tool
-from tests.harness import procs
+from tests.harness import loopback, procs
 
 Duration = str | float
 Timestamp = float | datetime
@@ -189,30 +189,36 @@ class Prometheus:
         return self.config_path
 
     def start(self, timeout: float = 60.0) -> Prometheus:
+        """Start and wait for /-/ready. `port` and `url` are final once this returns."""
         binary = require_tool("prometheus")
-        self.write_config()
         self.storage.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary,
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.storage}",
-            f"--storage.tsdb.retention.time={self.retention}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
-            "--web.enable-admin-api",
-            # Alertmanagers are discovered up to 5s after start; alerts that fired before that
-            # are re-sent on this delay (default 1m), so tests see notifications promptly.
-            "--rules.alert.resend-delay=1s",
-            "--log.level=info",
-            *self.extra_args,
-        ]
-        self.proc = procs.start(
-            args,
-            name=f"prometheus-{self.port}",
-            workdir=self.workdir,
-            ready_url=f"{self.url}/-/ready",
-            ready_timeout=timeout,
-        )
+
+        def launch(port: int) -> procs.Proc:
+            self.port, self.url = port, f"http://127.0.0.1:{port}"
+            self.write_config()
+            args = [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.storage}",
+                f"--storage.tsdb.retention.time={self.retention}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+                "--web.enable-admin-api",
+                # Alertmanagers are discovered up to 5s after start; alerts that fired before
+                # that are re-sent on this delay (default 1m), so tests see notifications soon.
+                "--rules.alert.resend-delay=1s",
+                "--log.level=info",
+                *self.extra_args,
+            ]
+            return procs.start(
+                args,
+                name=f"prometheus-{port}",
+                workdir=self.workdir,
+                ready_url=f"{self.url}/-/ready",
+                ready_timeout=timeout,
+            )
+
+        self.proc = procs.on_free_port(launch, first=self.port)
         return self
 
     def stop(self) -> None:
@@ -266,7 +272,7 @@ class Prometheus:
         if data is not None:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
+            with loopback.urlopen(request, timeout=timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
