@@ -296,7 +296,10 @@ class Gpu(BaseModel):
     generation: Literal["Ampere", "Ada", "Hopper"]
     compute_capability: str
     fp8: bool  # FP8 tensor cores (compute capability 8.9 and later)
-    bf16: bool = True  # every GPU listed here is Ampere or later
+    # Every GPU listed here is Ampere or later: bf16 tensor cores, and the Marlin kernels
+    # vLLM and TGI use for 4-bit AWQ/GPTQ weights need compute capability 8.0.
+    bf16: bool = True
+    int4: bool = True
 
     @property
     def memory_bytes(self) -> int:

@@ -315,6 +315,8 @@ def _natively_supports(gpu: Gpu, dtype: str) -> bool:
         return gpu.fp8
     if dtype == "bf16":
         return gpu.bf16
+    if dtype == "int4":
+        return gpu.int4
     return True
 
 
