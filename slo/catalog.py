@@ -379,18 +379,16 @@ _FORMATS: dict[str, WeightFormat] = {
     "fp16": WeightFormat(description="fp16: 2 bytes per parameter", bits=16),
     "bf16": WeightFormat(description="bf16: 2 bytes per parameter", bits=16),
     "fp8": WeightFormat(
-        description="fp8 (W8A8): 1 byte per parameter; embeddings and output head stay 16-bit",
+        description="fp8 (W8A8): 1 byte per parameter",
         bits=8,
     ),
     "int8": WeightFormat(
-        description="int8 (W8A8 / LLM.int8): 1 byte per parameter; "
-        "embeddings and output head stay 16-bit",
+        description="int8 (W8A8 / LLM.int8): 1 byte per parameter",
         bits=8,
     ),
     "int4": WeightFormat(
         description="int4 (AWQ/GPTQ, group size 128): 4 bits plus an fp16 "
-        "scale and 4-bit zero per 128 weights = 4.16 bits; embeddings and "
-        "output head stay 16-bit",
+        "scale and 4-bit zero per 128 weights = 4.16 bits",
         bits=_INT4_BITS,
     ),
 }

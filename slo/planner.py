@@ -718,6 +718,11 @@ def render_text(p: Plan) -> str:
             f"{_gb(p.weights_bytes)} ({_gib(p.weights_bytes)})"
         )
     lines.append(f"  format: {p.weight_format}")
+    if fmt.embedding_bits is not None and fmt.embedding_bits != fmt.bits:
+        lines.append(
+            "  (engines keep the embeddings and output head at 16 bits; counted when the "
+            "architecture is known)"
+        )
     lines.append("")
     if arch is not None and p.kv_cache_bytes_per_token is not None:
         kv_bytes = kv_bytes_per_element(p.kv_cache_dtype)
