@@ -182,7 +182,7 @@ def test_exporter_reports_its_upstreams_up(stack):
     assert info.labels["kv_cache_tokens"] == "524288"
 
 
-def test_raw_page_and_exporter_scraped_side_by_side(stack):
+def test_raw_page_and_exporter_scraped_side_by_side(stack, record_property):
     prom = stack.prom
     targets = {t["labels"]["job"]: t for t in prom.targets()}
     assert targets["inferwatch"]["health"] == "up"
@@ -191,6 +191,8 @@ def test_raw_page_and_exporter_scraped_side_by_side(stack):
     ours = prom.value('scrape_duration_seconds{job="inferwatch"}')
     raw_samples = prom.value('scrape_samples_scraped{job="engine-raw"}')
     our_samples = prom.value('scrape_samples_scraped{job="inferwatch"}')
+    record_property("scrape_duration_seconds_engine_raw", raw)
+    record_property("scrape_duration_seconds_inferwatch", ours)
     print(
         f"\nscrape_duration_seconds: engine-raw {raw:.6f}s ({raw_samples:.0f} samples), "
         f"inferwatch {ours:.6f}s ({our_samples:.0f} samples, engine + dcgm)"

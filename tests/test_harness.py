@@ -5,13 +5,15 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.conftest import capture
+from tests.conftest import ROOT, capture
 from tests.harness import loopback, procs, promtool
 from tests.harness.exporter import ExporterProcess, sample_value
 from tests.harness.pages import Mode
@@ -23,9 +25,12 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers kill(0); count it as gone.
-    with open(f"/proc/{pid}/status") as f:
-        return "\nState:\tZ" not in f.read()
+    # A zombie still answers kill(0); count it as gone (as one reaped meanwhile).
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
 
 
 def test_free_port_never_repeats():
@@ -308,3 +313,30 @@ def test_a_port_taken_before_start_is_replaced(tmp_path, page_factory):
             "address already in use"
             in (tmp_path / "exp" / f"exporter-{taken}.log").read_text().lower()
         )
+
+
+def test_killing_the_test_process_outright_leaves_no_child(tmp_path):
+    # A stand-in for pytest killed with SIGKILL (no finalizers, no atexit): its children die too.
+    script = (
+        "import sys, time; from pathlib import Path; from tests.harness import procs; "
+        "p = procs.start(['sleep', '300'], name='orphan', workdir=Path(sys.argv[1])); "
+        "print(p.pid, flush=True); time.sleep(300)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert _pid_alive(child)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while _pid_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(child)
+    finally:
+        parent.kill()
+        parent.stdout.close()

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from inferwatch.deploy import sidecar
 from tests.conftest import require_tool
 from tests.harness import loopback, procs
 
@@ -71,9 +72,11 @@ def duration(value: Duration) -> str:
 
 
 def pod_labels(
-    *, namespace: str, pod: str, deployment: str, container: str = "inferwatch"
+    *, namespace: str, pod: str, deployment: str, container: str = sidecar.CONTAINER_NAME
 ) -> dict[str, str]:
-    """The target labels our PodMonitor gives an inference pod, for static scrape configs."""
+    """The target labels our PodMonitor gives a sidecar's target, for static scrape configs:
+    `namespace`, `pod`, `container` from the pod, `deployment` relabelled from its
+    `inferwatch.io/deployment` label."""
     return {"namespace": namespace, "pod": pod, "deployment": deployment, "container": container}
 
 
@@ -359,7 +362,10 @@ class Prometheus:
         return data["activeTargets"] if state == "active" else data["droppedTargets"]
 
     def wait_targets_up(self, timeout: float = 30.0, jobs: Iterable[str] | None = None) -> list:
-        """Wait until every active target (of `jobs`, if given) was scraped and is up."""
+        """Wait until every active target (of `jobs`, if given) was scraped and is up.
+
+        Prometheus batches target discovery in 5-second rounds, so new targets (at start or
+        after `reload()`) take about that long to appear."""
         wanted = set(jobs) if jobs is not None else None
         deadline = time.monotonic() + timeout
         while True:
