@@ -40,6 +40,12 @@ def exporter(
     passthrough: bool = typer.Option(
         False, "--passthrough", help="Also serve the engine's own metrics, unchanged."
     ),
+    proxy: bool = typer.Option(
+        False,
+        "--proxy",
+        help="Forward every request but /metrics, /healthz and /readyz to --upstream, "
+        "measuring generations (Ollama, or any OpenAI-compatible server with --engine).",
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve the normalized metrics of an engine (and this pod's GPUs) for Prometheus."""
@@ -51,6 +57,8 @@ def exporter(
 
     if not upstream and not dcgm:
         raise _fail("give --upstream (the engine) and/or --dcgm")
+    if proxy and not upstream:
+        raise _fail("--proxy needs --upstream: the server to forward requests to")
     if engine != "auto":
         try:
             registry.get(engine)
@@ -70,6 +78,7 @@ def exporter(
         timeout=timeout,
         max_body_bytes=max_body_bytes,
         passthrough=passthrough,
+        proxy=proxy,
     )
     exp = Exporter(settings, context_from_env(model=model))
     try:
@@ -89,7 +98,7 @@ def normalize(
     """Normalize one scrape: an engine's exposition in, the normalized exposition out."""
     from inferwatch.exporters import registry
     from inferwatch.exporters.identity import context_from_env
-    from inferwatch.exporters.normalize import Normalizer, engine_info, render
+    from inferwatch.exporters.normalize import Context, Normalizer, engine_info, render
 
     text = _read(file)
     ctx = context_from_env(model=model)
@@ -102,6 +111,11 @@ def normalize(
     engine_info(result, adapter, ctx)
     results.append(result)
     skipped = {file: result.errors}
+    page_gpu = registry.PAGE_GPU_ADAPTERS.get(adapter.name)
+    if dcgm is None and page_gpu is not None:
+        # Triton's page carries its GPUs' figures: the GPU source when there is no DCGM.
+        local = Context(model=ctx.model)
+        results.append(Normalizer(page_gpu, local).normalize(text))
     if dcgm is not None:
         gpu = Normalizer(registry.get("dcgm"), ctx).normalize(_read(str(dcgm)))
         results.append(gpu)

@@ -123,7 +123,8 @@ class _Route:
         """
         src, adapter = self.source, self.adapter
         for k, v in src.match.items():
-            if labels.get(k) != v:
+            # As in Prometheus, an empty label value is the same as no label.
+            if labels.get(k, "") != v:
                 return None
         out: dict[str, str] = {}
         if adapter.group is schema.Group.ENGINE:

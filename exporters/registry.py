@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import re
 
-from inferwatch.exporters import dcgm, tgi, vllm
+from inferwatch.exporters import dcgm, llamacpp, ollama, sglang, tgi, triton, trtllm, vllm
 from inferwatch.exporters.adapter import Adapter
 
 # Detection order matters where one engine's names contain another's prefix.
-ENGINE_ADAPTERS: tuple[Adapter, ...] = (vllm.ADAPTER, tgi.ADAPTER)
-GPU_ADAPTERS: tuple[Adapter, ...] = (dcgm.ADAPTER,)
+# TensorRT-LLM on Triton before plain Triton: its page has Triton's `nv_inference_*` names too.
+ENGINE_ADAPTERS: tuple[Adapter, ...] = (
+    vllm.ADAPTER,
+    tgi.ADAPTER,
+    sglang.ADAPTER,
+    trtllm.ADAPTER,
+    triton.ADAPTER,
+    llamacpp.ADAPTER,
+    ollama.ADAPTER,
+)
+GPU_ADAPTERS: tuple[Adapter, ...] = (dcgm.ADAPTER, triton.GPU_ADAPTER)
+# GPU figures an engine's own page carries, read when no dcgm-exporter is given.
+PAGE_GPU_ADAPTERS: dict[str, Adapter] = {
+    trtllm.ADAPTER.name: triton.GPU_ADAPTER,
+    triton.ADAPTER.name: triton.GPU_ADAPTER,
+}
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (*ENGINE_ADAPTERS, *GPU_ADAPTERS)}
 
 

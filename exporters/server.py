@@ -21,6 +21,8 @@ from inferwatch import __version__
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
 from inferwatch.exporters.normalize import Context, render
+from inferwatch.exporters.ollama import OllamaSource
+from inferwatch.exporters.proxy import MAX_REQUEST_BYTES, Proxy, proxy_engine
 from inferwatch.exporters.sources import Collected, EngineInfo, PageSource, metrics_url
 
 log = logging.getLogger("inferwatch.exporter")
@@ -43,6 +45,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     passthrough: bool = False
     drain_seconds: float = 5.0
+    proxy: bool = False  # forward the upstream's API and measure it (see proxy.py)
 
 
 class Exporter:
@@ -55,14 +58,29 @@ class Exporter:
         self.parse_errors: dict[str, int] = {}
         self.session: aiohttp.ClientSession | None = None
         self.last: dict[str, Collected] = {}
+        self.proxy: Proxy | None = None
         if settings.upstream:
             adapter: Adapter | None = (
                 None if settings.engine == "auto" else registry.get(settings.engine)
             )
             base, url = metrics_url(settings.upstream)
-            engine = PageSource("engine", url, adapter, ctx, max_bytes=settings.max_body_bytes)
+            if settings.proxy:
+                self.proxy = Proxy(base, proxy_engine(settings.engine))
+            engine: PageSource | OllamaSource
+            name = self.proxy.metrics.engine if self.proxy is not None else settings.engine
+            if name == "ollama":
+                engine = OllamaSource("engine", base, ctx)  # Ollama has no /metrics page
+            else:
+                engine = PageSource(
+                    "engine",
+                    url,
+                    adapter,
+                    ctx,
+                    max_bytes=settings.max_body_bytes,
+                    page_gpus=not settings.dcgm,
+                )
             self.sources.append(engine)
-            self.engine_info = EngineInfo(engine, base, settings.model)
+            self.engine_info = EngineInfo(engine, base, settings.model)  # type: ignore[arg-type]
         if settings.dcgm:
             _base, url = metrics_url(settings.dcgm)
             self.sources.append(
@@ -108,7 +126,10 @@ class Exporter:
             self.last[c.source] = c
             self.parse_errors[c.source] += c.errors
         ctx = self.sources[0].ctx if self.sources else Context()
-        body = render([r for c in collected for r in c.results], ctx, self._health(collected))
+        results = [r for c in collected for r in c.results]
+        if self.proxy is not None:
+            results.append(self.proxy.metrics.result())
+        body = render(results, ctx, self._health(collected))
         if self.settings.passthrough:
             body += _passthrough(collected)
         return body
@@ -154,7 +175,8 @@ def _passthrough(collected: list[Collected]) -> str:
 
 
 def build_app(exporter: Exporter) -> web.Application:
-    app = web.Application()
+    # In proxy mode request bodies are forwarded, and prompts can be large.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES if exporter.proxy else 1024**2)
 
     async def metrics(request: web.Request) -> web.Response:
         start = time.perf_counter()
@@ -198,9 +220,12 @@ def build_app(exporter: Exporter) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", index)
+    if exporter.proxy is None:
+        app.router.add_get("/", index)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    if exporter.proxy is not None:
+        exporter.proxy.install(app)  # everything else goes to the upstream
     return app
 
 

@@ -47,8 +47,12 @@ class PageSource:
         *,
         max_bytes: int,
         candidates: tuple[Adapter, ...] = registry.ENGINE_ADAPTERS,
+        page_gpus: bool = False,
     ):
         self.name = name
+        # Read the GPU figures some engines' pages carry (Triton's), when there is no DCGM.
+        self.page_gpus = page_gpus
+        self._gpu: Normalizer | None = None
         self.url = url
         self.fixed = adapter
         self.candidates = candidates
@@ -100,6 +104,13 @@ class PageSource:
         engine_info(result, normalizer.adapter, self.ctx)
         out.results.append(result)
         out.up = True
+        gpu = registry.PAGE_GPU_ADAPTERS.get(normalizer.adapter.name) if self.page_gpus else None
+        if gpu is not None:
+            if self._gpu is None or self._gpu.adapter is not gpu:
+                # The engine's own page shows only the GPUs its container was given: ours.
+                local = dataclasses.replace(self.ctx, pod=None, namespace=None, gpu_uuids=None)
+                self._gpu = Normalizer(gpu, local)
+            out.results.append(self._gpu.normalize(text))
 
     def _log_transition(self, out: Collected) -> None:
         if out.up != self._was_up:

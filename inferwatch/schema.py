@@ -53,6 +53,8 @@ ENGINE_INFO_LABELS: tuple[str, ...] = (
     "max_model_len",
     "prefix_caching",
     "swap_space_bytes",
+    "model_bytes",
+    "model_vram_bytes",
 )
 
 
