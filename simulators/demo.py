@@ -1,0 +1,560 @@
+"""`inferwatch demo`: a small local fleet, everything on loopback, stopped on Ctrl-C/SIGTERM.
+
+The demo is a list of components started in order and stopped in reverse:
+
+1. the simulators, in this process: two vLLM deployments (one with two data-parallel engine
+   cores), one TGI deployment, and a dcgm-exporter for a node whose GPUs carry their load;
+2. one `inferwatch exporter` sidecar per deployment, each a subprocess as in a pod, told its
+   pod and namespace so it keeps only its own GPUs from dcgm-exporter;
+3. a Prometheus (Debian's `prometheus`, when installed) scraping the sidecars with the
+   `namespace`/`pod`/`deployment` labels our PodMonitor gives them, on temporary storage;
+4. a live summary read from the sidecars' normalized metrics.
+
+Later parts (the SLO service, dashboard previews, advice) join as further components.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import typer
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from inferwatch.simulators import catalog, dcgm, model, server
+
+NAMESPACE = "demo"
+HOST = "127.0.0.1"
+STOP_TIMEOUT = 5.0
+READY_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    engine: str
+    model: str
+    profile: str
+    ranks: int = 1
+    seed: int = 0
+
+    @property
+    def pod(self) -> str:
+        return f"{self.name}-0"
+
+
+FLEET = (
+    Deployment("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct", "wave", seed=1),
+    Deployment("batch", "vllm", "Qwen/Qwen2.5-7B-Instruct", "normal", ranks=2, seed=2),
+    Deployment("assist", "tgi", "mistralai/Mistral-7B-Instruct-v0.3", "light", seed=3),
+)
+GPU_MODEL = "l4"
+SPARE_GPUS = 1  # an unassigned GPU, which every sidecar must leave out
+
+
+@dataclass
+class Options:
+    duration: float | None = None
+    prometheus: bool = True
+    base_port: int = 0
+    summary_every: float = 5.0
+    fleet: tuple[Deployment, ...] = FLEET
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def links(self) -> list[tuple[str, str]]: ...
+
+
+class StartError(Exception):
+    """A component could not start; the message says which and why."""
+
+
+class Ports:
+    """Consecutive ports from a base, or free ones the kernel picks."""
+
+    def __init__(self, base: int):
+        self.next = base
+
+    def take(self) -> int:
+        if self.next == 0:
+            with socket.socket() as s:
+                s.bind((HOST, 0))
+                return s.getsockname()[1]
+        port, self.next = self.next, self.next + 1
+        return port
+
+
+# -- 1. the simulators -------------------------------------------------------------------------
+
+
+@dataclass
+class Simulators:
+    """Every engine simulator and the node's dcgm-exporter, served from this process."""
+
+    fleet: tuple[Deployment, ...]
+    ports: Ports
+    name: str = "simulators"
+    engines: dict[str, catalog.EngineSimulator] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    dcgm_url: str = ""
+    _runners: list[web.AppRunner] = field(default_factory=list)
+
+    async def start(self) -> None:
+        gpus = dcgm.make_gpus(
+            sum(d.ranks for d in self.fleet) + SPARE_GPUS, dcgm.gpu_spec(GPU_MODEL), "sim-node-0"
+        )
+        free = iter(gpus)
+        clock: model.Realtime | None = None
+        for d in self.fleet:
+            es = catalog.build(
+                d.engine, model=d.model, load=model.profile(d.profile), ranks=d.ranks, seed=d.seed
+            )
+            self.engines[d.name] = es
+            for engine in es.sim.engines:
+                gpu = next(free)
+                gpu.engine, gpu.pod, gpu.namespace, gpu.container = (
+                    engine,
+                    d.pod,
+                    NAMESPACE,
+                    d.engine,
+                )
+            srv = server.EngineServer(es)
+            clock = clock or srv.clock
+            self.urls[d.name] = await self._serve(srv.app(), f"{d.name} ({d.engine})")
+        assert clock is not None
+        writer = dcgm.DcgmWriter(gpus, clock.now)
+        self.dcgm_url = await self._serve(server.DcgmServer(writer).app(), "dcgm-exporter")
+
+    async def _serve(self, app: web.Application, what: str) -> str:
+        port = self.ports.take()
+        try:
+            runner, bound = await server.start_site(app, HOST, port)
+        except OSError as exc:
+            raise StartError(
+                f"{what} simulator cannot listen on {HOST}:{port}: {exc.strerror or exc}"
+            ) from None
+        self._runners.append(runner)
+        return f"http://{HOST}:{bound}"
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+    def links(self) -> list[tuple[str, str]]:
+        out = [
+            (f"{name} engine ({self.engines[name].kind.title})", f"{url}/metrics")
+            for name, url in self.urls.items()
+        ]
+        out.append(("dcgm-exporter", f"{self.dcgm_url}/metrics"))
+        return out
+
+
+# -- 2. the sidecars ---------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the demo itself is killed, so nothing is left running."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Process:
+    """A child process with its output in a log file, stopped by its PID."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def spawn(self) -> None:
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+
+    def tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    async def wait_ready(self, url: str, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.returncode is not None:
+                raise StartError(
+                    f"{self.name} exited with code {self.proc.returncode}:\n{self.tail()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise StartError(
+            f"{self.name} was not ready at {url} after {READY_TIMEOUT:.0f}s:\n{self.tail()}"
+        )
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+def inferwatch_argv(*args: str) -> list[str]:
+    """Run the `inferwatch` CLI of this very installation, whatever PATH says."""
+    return [sys.executable, "-c", "from inferwatch.cli import main; main()", *args]
+
+
+@dataclass
+class Sidecar:
+    deployment: Deployment
+    sims: Simulators
+    ports: Ports
+    workdir: Path
+    name: str = ""
+    url: str = ""
+    process: Process | None = None
+
+    def __post_init__(self) -> None:
+        self.name = f"sidecar of {self.deployment.name}"
+
+    async def start(self) -> None:
+        port = self.ports.take()
+        self.url = f"http://{HOST}:{port}"
+        d = self.deployment
+        self.process = Process(
+            self.name,
+            inferwatch_argv(
+                "exporter",
+                "--upstream",
+                self.sims.urls[d.name],
+                "--dcgm",
+                self.sims.dcgm_url,
+                "--listen",
+                f"{HOST}:{port}",
+                "--log-level",
+                "warning",
+            ),
+            self.workdir / f"sidecar-{d.name}.log",
+            {"POD_NAME": d.pod, "POD_NAMESPACE": NAMESPACE},
+        )
+        await self.process.spawn()
+        async with aiohttp.ClientSession() as session:
+            await self.process.wait_ready(f"{self.url}/healthz", session)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+
+    def links(self) -> list[tuple[str, str]]:
+        return [(f"{self.deployment.name} sidecar (normalized)", f"{self.url}/metrics")]
+
+
+# -- 3. Prometheus -----------------------------------------------------------------------------
+
+
+def prometheus_config(sidecars: list[Sidecar], rule_files: list[Path]) -> dict:
+    """Static targets with the labels our PodMonitor relabels in (JSON is valid YAML)."""
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": "inferwatch",
+                "static_configs": [
+                    {
+                        "targets": [s.url.removeprefix("http://")],
+                        "labels": {
+                            "namespace": NAMESPACE,
+                            "pod": s.deployment.pod,
+                            "deployment": s.deployment.name,
+                            "container": "inferwatch",
+                        },
+                    }
+                    for s in sidecars
+                ],
+            }
+        ],
+    }
+
+
+@dataclass
+class Prometheus:
+    binary: str
+    sidecars: list[Sidecar]
+    ports: Ports
+    workdir: Path
+    rule_files: list[Path] = field(default_factory=list)
+    name: str = "prometheus"
+    url: str = ""
+    process: Process | None = None
+
+    async def start(self) -> None:
+        port = self.ports.take()
+        self.url = f"http://{HOST}:{port}"
+        config = self.workdir / "prometheus.yml"
+        config.write_text(json.dumps(prometheus_config(self.sidecars, self.rule_files), indent=2))
+        self.process = Process(
+            "prometheus",
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address={HOST}:{port}",
+                "--log.level=warn",
+            ],
+            self.workdir / "prometheus.log",
+        )
+        await self.process.spawn()
+        async with aiohttp.ClientSession() as session:
+            await self.process.wait_ready(f"{self.url}/-/ready", session)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
+
+    def links(self) -> list[tuple[str, str]]:
+        query = (
+            "histogram_quantile(0.9, sum by (le, deployment) "
+            "(rate(llm_time_to_first_token_seconds_bucket[1m])))"
+        )
+        return [
+            ("Prometheus", self.url),
+            ("  e.g. TTFT p90", f"{self.url}/graph?g0.expr=" + query.replace(" ", "%20")),
+        ]
+
+
+# -- 4. the live summary -----------------------------------------------------------------------
+
+
+def summarize(text: str) -> dict[str, float]:
+    """Totals of the figures the summary shows, from a sidecar's normalized page."""
+    out: dict[str, float] = {}
+    gpu: list[float] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in (
+                "llm_requests_running",
+                "llm_requests_waiting",
+                "llm_requests_finished_total",
+                "llm_generation_tokens_total",
+                "llm_time_to_first_token_seconds_sum",
+                "llm_time_to_first_token_seconds_count",
+                "llm_request_duration_seconds_sum",
+                "llm_request_duration_seconds_count",
+            ):
+                out[s.name] = out.get(s.name, 0.0) + s.value
+            elif s.name == "llm_kv_cache_usage_ratio":
+                out[s.name] = max(out.get(s.name, 0.0), s.value)
+            elif s.name == "llm_gpu_utilization_ratio":
+                gpu.append(s.value)
+    if gpu:
+        out["gpu"] = sum(gpu) / len(gpu)
+    return out
+
+
+def _rate(now: dict[str, float], before: dict[str, float], name: str, seconds: float) -> float:
+    return max(0.0, now.get(name, 0.0) - before.get(name, 0.0)) / seconds
+
+
+def _mean(now: dict[str, float], before: dict[str, float], base: str) -> float | None:
+    count = now.get(f"{base}_count", 0.0) - before.get(f"{base}_count", 0.0)
+    if count <= 0:
+        return None
+    return (now.get(f"{base}_sum", 0.0) - before.get(f"{base}_sum", 0.0)) / count
+
+
+def summary_line(
+    d: Deployment, now: dict[str, float], before: dict[str, float], seconds: float
+) -> str:
+    ttft = _mean(now, before, "llm_time_to_first_token_seconds")
+    e2e = _mean(now, before, "llm_request_duration_seconds")
+    kv = now.get("llm_kv_cache_usage_ratio")
+    gpu = now.get("gpu")
+
+    def opt(value: float | None, fmt: str, width: int) -> str:
+        return ("-" if value is None else format(value, fmt)).rjust(width)
+
+    running = now.get("llm_requests_running", 0.0)
+    waiting = now.get("llm_requests_waiting", 0.0)
+    done = _rate(now, before, "llm_requests_finished_total", seconds)
+    tokens = _rate(now, before, "llm_generation_tokens_total", seconds)
+    # Seconds for ttft and e2e (means over the interval), per second for the rates.
+    return (
+        f"  {d.name:<7} {d.engine:<5} run {running:>4.0f}  wait {waiting:>4.0f}  "
+        f"kv {opt(kv, '.0%', 4)}  done {done:>5.1f}/s  tok {tokens:>6.0f}/s  "
+        f"ttft {opt(ttft, '.2f', 6)}  e2e {opt(e2e, '.2f', 6)}  gpu {opt(gpu, '.0%', 4)}"
+    )
+
+
+@dataclass
+class Summary:
+    sidecars: list[Sidecar]
+    every: float
+    name: str = "summary"
+    _task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _scrape(self, session: aiohttp.ClientSession) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for s in self.sidecars:
+            try:
+                async with session.get(
+                    f"{s.url}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
+                    out[s.deployment.name] = summarize(await resp.text())
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                out[s.deployment.name] = {}
+        return out
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            before = await self._scrape(session)
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(self.every)
+                now = await self._scrape(session)
+                seconds = max(time.monotonic() - last, 1e-3)
+                last = time.monotonic()
+                typer.echo(time.strftime("%H:%M:%S"))
+                for s in self.sidecars:
+                    name = s.deployment.name
+                    typer.echo(summary_line(s.deployment, now[name], before.get(name, {}), seconds))
+                before = now
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def links(self) -> list[tuple[str, str]]:
+        return []
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+def components(options: Options, workdir: Path) -> list[Component]:
+    ports = Ports(options.base_port)
+    sims = Simulators(options.fleet, ports)
+    sidecars = [Sidecar(d, sims, ports, workdir) for d in options.fleet]
+    out: list[Component] = [sims, *sidecars]
+    if options.prometheus:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            typer.echo(
+                "inferwatch demo: prometheus is not installed, so none is started "
+                "(scripts/setup.sh installs it)",
+                err=True,
+            )
+        else:
+            out.append(Prometheus(binary, sidecars, ports, workdir))
+    out.append(Summary(sidecars, options.summary_every))
+    return out
+
+
+async def run(options: Options) -> int:
+    """Start everything, show where to look, run until the duration or a signal; 0 if clean."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Component] = []
+    code = 0
+    with tempfile.TemporaryDirectory(prefix="inferwatch-demo-") as tmp:
+        try:
+            for component in components(options, Path(tmp)):
+                start = asyncio.ensure_future(component.start())
+                waiter = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if start not in done:
+                    start.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StartError):
+                        await start
+                    started.append(component)  # stop whatever it got running
+                    break
+                waiter.cancel()
+                started.append(component)
+                start.result()
+            else:
+                _announce(started, options)
+                timeout = options.duration if options.duration is not None else math.inf
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), None if math.isinf(timeout) else timeout)
+        except StartError as exc:
+            typer.echo(f"inferwatch demo: {exc}", err=True)
+            code = 1
+        finally:
+            for component in reversed(started):
+                try:
+                    await component.stop()
+                except Exception as exc:  # keep stopping the others
+                    typer.echo(f"inferwatch demo: stopping {component.name}: {exc}", err=True)
+                    code = 1
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    if code == 0:
+        typer.echo("inferwatch demo: stopped")
+    return code
+
+
+def _announce(started: list[Component], options: Options) -> None:
+    typer.echo(
+        f"inferwatch demo: {len(options.fleet)} deployments in namespace "
+        f"{NAMESPACE!r}, simulated on this machine"
+    )
+    width = max(len(label) for c in started for label, _ in c.links())
+    for component in started:
+        for label, url in component.links():
+            typer.echo(f"  {label:<{width}}  {url}")
+    sims = next(c for c in started if isinstance(c, Simulators))
+    first = next(iter(sims.urls.values()))
+    typer.echo(
+        f"  send requests: curl {first}/v1/completions -H 'Content-Type: "
+        'application/json\' -d \'{"prompt": "Hello", "max_tokens": 32}\''
+    )
+    if options.duration is None:
+        typer.echo("Ctrl-C stops everything.")
