@@ -81,13 +81,39 @@ def engine_name(title: str) -> str:
     raise KeyError(f"no engine adapter titled {title!r}")
 
 
+NOTE_PREFIX = "Not reported by "
+
+
 def note(families: frozenset[str]) -> str:
-    """The description lines that say which engines cannot fill a panel, or ""."""
-    lines = [
-        f"Not reported by {title}: {', '.join(f'`{n}`' for n in names)}."
-        for title, names in unreported(families).items()
-    ]
-    return "\n".join(lines)
+    """The description lines that say which engines cannot fill a panel, or "".
+
+    One line per set of missing families: `Not reported by TGI, Ollama: `llm_...`.`
+    (`reported_in` reads them back).
+    """
+    by_missing: dict[tuple[str, ...], list[str]] = {}
+    for title, names in unreported(families).items():
+        by_missing.setdefault(names, []).append(title)
+    return "\n".join(
+        f"{NOTE_PREFIX}{', '.join(titles)}: {', '.join(f'`{n}`' for n in names)}."
+        for names, titles in by_missing.items()
+    )
+
+
+def reported_in(description: str) -> dict[str, tuple[str, ...]]:
+    """Engine title -> missing families, as a panel description states them (see `note`)."""
+    stated: dict[str, tuple[str, ...]] = {}
+    for line in description.splitlines():
+        if not line.startswith(NOTE_PREFIX):
+            continue
+        titles, _, names = line.removeprefix(NOTE_PREFIX).partition(": ")
+        families = tuple(n.strip("`.") for n in names.split(", "))
+        for title in titles.split(", "):
+            stated[title] = families
+    return stated
+
+
+def _spoken_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def no_value(families: frozenset[str]) -> str | None:
@@ -95,4 +121,5 @@ def no_value(families: frozenset[str]) -> str | None:
     titles = list(unreported(families))
     if not titles:
         return None
-    return f"No data: not reported by {' or '.join(titles)}"
+    verb = "does" if len(titles) == 1 else "do"
+    return f"No data ({_spoken_list(titles)} {verb} not report this)"

@@ -33,6 +33,7 @@ from inferwatch.dashboards.style import GRID_WIDTH
 ROW_PX, WIDTH_PX, DPI = 30, 1600, 100
 POINTS = 240  # points per range query (Grafana asks for about one per pixel; enough here)
 MAX_TABLE_ROWS = 12
+AXIS_LABEL_PX = 60  # room for the y tick labels left of a graph
 COLORS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44", "blue": "#3274d9"}
 PALETTE = ("#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0")
 
@@ -199,7 +200,9 @@ def _timeseries(ax: Any, panel: Mapping[str, Any], results: list[tuple[dict, Res
     unit = panel["fieldConfig"]["defaults"].get("unit", "")
     drawn = 0
     for target, result in results:
-        for labels, points in result.series:
+        for labels, all_points in result.series:
+            # A NaN (a quantile of no requests) is a gap, as Grafana draws it.
+            points = [(t, v) for t, v in all_points if not math.isnan(v)]
             if not points:
                 continue
             times = [datetime.fromtimestamp(t, tz=UTC) for t, _ in points]
@@ -389,9 +392,16 @@ def render_dashboard(
                 va="center",
             )
             continue
+        # Room inside the panel for the title above and the axis labels left and below.
+        axis_room = AXIS_LABEL_PX / WIDTH_PX if panel["type"] in ("timeseries", "heatmap") else 0
         pad_x, pad_y = 0.006, 0.35 / height_units
         ax = fig.add_axes(
-            (left + pad_x * 3, bottom + pad_y * 1.2, width - pad_x * 4, height - pad_y * 3.2)
+            (
+                left + pad_x + axis_room,
+                bottom + pad_y * 1.2,
+                width - pad_x * 2 - axis_room,
+                height - pad_y * 3.2,
+            )
         )
         ax.set_title(panel.get("title", ""), fontsize=8, loc="left")
         draw = _DRAW.get(panel["type"])

@@ -299,31 +299,45 @@ def test_layout_wraps_rows_at_the_grid_width() -> None:
 
 
 def test_panels_say_which_engines_do_not_report_them(dashboards) -> None:
-    tgi = registry.ADAPTERS["tgi"]
-    assert tgi.concept("llm_time_to_first_token_seconds") is None  # the premise
+    ttft = frozenset({"llm_time_to_first_token_seconds"})
+    missing = coverage.unreported(ttft)
+    assert registry.ADAPTERS["tgi"].title in missing  # the premise: TGI has no TTFT histogram
+    assert registry.ADAPTERS["vllm"].title not in missing
     panel = _first_panel(dashboards["inferwatch-deployment"], "Time to first token: p50, p90, p99")
-    assert "Not reported by TGI: `llm_time_to_first_token_seconds`." in panel["description"]
-    assert panel["fieldConfig"]["defaults"]["noValue"] == "No data: not reported by TGI"
+    assert "Not reported by " in panel["description"]
+    assert coverage.reported_in(panel["description"]) == missing
+    no_value = panel["fieldConfig"]["defaults"]["noValue"]
+    assert no_value == coverage.no_value(ttft) and "TGI" in no_value
     # A panel every engine can fill carries no such note.
-    both = _first_panel(dashboards["inferwatch-deployment"], "Requests running and waiting")
-    assert "Not reported" not in both["description"]
-    assert "noValue" not in both["fieldConfig"]["defaults"]
+    info = _first_panel(dashboards["inferwatch-deployment"], "Engine configuration")
+    assert "Not reported" not in info["description"]
+    assert "noValue" not in info["fieldConfig"]["defaults"]
 
 
 def test_every_note_matches_the_adapters(dashboards) -> None:
     """Notes are derived from each query's families and the adapters' concepts, nothing else."""
+    noted = 0
     for data in dashboards.values():
         for panel in variables.panels(data):
             families = frozenset().union(
                 *(coverage.families_in(t["expr"]) for t in panel["targets"])
             )
             missing = coverage.unreported(families)
+            assert coverage.reported_in(panel["description"]) == missing, panel["title"]
             for title, names in missing.items():
                 engine = registry.ADAPTERS[coverage.engine_name(title)]
-                assert all(engine.concept(n) is None for n in names)
-                assert f"Not reported by {title}" in panel["description"], panel["title"]
-            if not missing:
-                assert "Not reported" not in panel["description"], panel["title"]
+                assert names and all(engine.concept(n) is None for n in names)
+            noted += bool(missing)
+    assert noted >= 10
+
+
+def test_note_text_reads_back_for_every_engine() -> None:
+    every = frozenset(f.name for f in schema.ENGINE_FAMILIES)
+    missing = coverage.unreported(every)
+    assert set(missing) == {
+        a.title for a in registry.ENGINE_ADAPTERS if any(a.concept(n) is None for n in every)
+    }
+    assert coverage.reported_in(coverage.note(every)) == missing
 
 
 def test_table_columns_an_engine_cannot_fill_say_so_per_column(dashboards) -> None:
@@ -332,8 +346,9 @@ def test_table_columns_an_engine_cannot_fill_say_so_per_column(dashboards) -> No
         o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
         for o in table["fieldConfig"]["overrides"]
     }
-    assert by_column["TTFT p95"]["noValue"] == "No data: not reported by TGI"
-    assert "noValue" not in by_column["Requests/s"]
+    ttft = frozenset({"llm_time_to_first_token_seconds"})
+    assert by_column["TTFT p95"]["noValue"] == coverage.no_value(ttft)
+    assert "noValue" not in by_column["Pods"]  # every engine states llm_engine_info
     assert "noValue" not in table["fieldConfig"]["defaults"]
 
 
@@ -346,11 +361,10 @@ def test_detail_dashboard_shows_every_latency_histogram(dashboards) -> None:
 
 # ---- golden -------------------------------------------------------------------------------------
 
-GOLDEN_TTFT_P95 = {
+GOLDEN_XID_ERRORS = {
     "datasource": {"type": "prometheus", "uid": "${datasource}"},
-    "description": "95th percentile of the time to first token, per deployment and model. "
-    "Buckets are summed within one engine only.\n\n"
-    "Not reported by TGI: `llm_time_to_first_token_seconds`.",
+    "description": "Last XID error code each GPU reported (0: none). Any other value is a "
+    "driver or hardware event; NVIDIA's XID catalogue says what each code means.",
     "fieldConfig": {
         "defaults": {
             "color": {"mode": "palette-classic"},
@@ -369,19 +383,21 @@ GOLDEN_TTFT_P95 = {
                 "showPoints": "never",
                 "spanNulls": False,
                 "stacking": {"group": "A", "mode": "none"},
-                "thresholdsStyle": {"mode": "off"},
+                "thresholdsStyle": {"mode": "dashed"},
             },
             "mappings": [],
             "min": 0,
-            "noValue": "No data: not reported by TGI",
-            "thresholds": {"mode": "absolute", "steps": [{"color": "blue", "value": None}]},
-            "unit": "s",
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
+            },
+            "unit": "none",
         },
         "overrides": [],
     },
-    "gridPos": {"h": 8, "w": 12, "x": 0, "y": 22},
+    "gridPos": {"h": 8, "w": 8, "x": 16, "y": 42},
     "hideTimeOverride": False,
-    "id": 275482,
+    "id": 589181,
     "links": [],
     "options": {
         "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
@@ -390,28 +406,27 @@ GOLDEN_TTFT_P95 = {
     "targets": [
         {
             "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "expr": "histogram_quantile(0.95, sum by (le, engine, namespace, deployment, model) "
-            '(rate(llm_time_to_first_token_seconds_bucket{namespace=~"$namespace", '
-            'engine=~"$engine"}[$__rate_interval])))',
+            "expr": "max by (pod, gpu, gpu_instance) (llm_gpu_xid_errors{"
+            'namespace="$namespace", deployment="$deployment", pod=~"$pod"})',
             "format": "time_series",
             "hide": False,
             "instant": False,
             "interval": "",
-            "legendFormat": "{{namespace}}/{{deployment}} {{model}}",
+            "legendFormat": "{{pod}} GPU {{gpu}} {{gpu_instance}}",
             "range": True,
             "refId": "A",
         }
     ],
-    "title": "Time to first token, p95",
+    "title": "XID errors",
     "transformations": [],
     "transparent": False,
     "type": "timeseries",
 }
 
 
-def test_golden_fleet_ttft_p95_panel(dashboards) -> None:
-    panel = _first_panel(dashboards["inferwatch-fleet"], "Time to first token, p95")
-    assert panel == GOLDEN_TTFT_P95
+def test_golden_gpu_xid_errors_panel(dashboards) -> None:
+    """One panel's JSON, exactly (a GPU panel: no engine note, so adding engines keeps it)."""
+    assert _first_panel(dashboards["inferwatch-gpu"], "XID errors") == GOLDEN_XID_ERRORS
 
 
 # ---- Kubernetes packaging and provisioning ------------------------------------------------------
