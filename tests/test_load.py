@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from inferwatch.cli import app
 from inferwatch.load import LoadError, LoadSpec, LoadSpecError, run_load
+from inferwatch.load.client import MAX_BODY_BYTES
 from inferwatch.load.progress import Progress
 from inferwatch.load.prompts import make_prompt
 from inferwatch.load.runner import arrival_offsets
@@ -133,6 +134,9 @@ class FakeOpenAI:
             await asyncio.sleep(TTFT + (n - 1) * ITL)
             if behaviour == "invalid_response":
                 return web.Response(text="this is not json", content_type="application/json")
+            if behaviour == "huge":  # over the client's cap on a whole body
+                filler = "x" * (MAX_BODY_BYTES + 1)
+                return web.json_response({"choices": [{"index": 0, "text": filler}]})
             doc: dict = {"object": "text_completion", "choices": [{"index": 0, "text": "x"}]}
             if usage:
                 doc["usage"] = usage
@@ -374,8 +378,9 @@ def test_broken_streams_are_errors_of_their_kind(server, behaviour, kind):
     assert report.errors == {kind: 2}
 
 
-def test_non_json_body_is_an_invalid_response(server):
-    report = run_load(LoadSpec(server.url, requests=2, max_tokens=2, model="invalid_response-b"))
+@pytest.mark.parametrize("behaviour", ["invalid_response", "huge"])
+def test_a_body_that_is_not_json_or_too_big_is_an_invalid_response(server, behaviour):
+    report = run_load(LoadSpec(server.url, requests=2, max_tokens=2, model=f"{behaviour}-body"))
     assert report.errors == {"invalid_response": 2}
 
 
