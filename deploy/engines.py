@@ -125,7 +125,11 @@ def get(name: str) -> Engine:
 def tokens(container: dict[str, Any]) -> list[str]:
     """The container's command and args as words; `sh -c "..."` scripts are split too."""
     words: list[str] = []
-    for item in [*(container.get("command") or []), *(container.get("args") or [])]:
+    items: list[Any] = []
+    for key in ("command", "args"):
+        value = container.get(key)
+        items += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    for item in items:
         text = str(item)
         if any(ch.isspace() for ch in text.strip()):
             try:
@@ -170,7 +174,8 @@ def flag_value(words: list[str], flags: tuple[str, ...]) -> str | None:
 
 
 def env_value(container: dict[str, Any], names: tuple[str, ...]) -> str | None:
-    for item in container.get("env") or []:
+    env = container.get("env")
+    for item in env if isinstance(env, list) else []:
         if isinstance(item, dict) and item.get("name") in names and "value" in item:
             return str(item["value"])
     return None
@@ -185,7 +190,8 @@ def _port(text: str | None) -> int | None:
 
 
 def _declared_port(engine: Engine, container: dict[str, Any]) -> int | None:
-    ports = [p for p in container.get("ports") or [] if isinstance(p, dict)]
+    declared = container.get("ports")
+    ports = [p for p in declared if isinstance(p, dict)] if isinstance(declared, list) else []
     for p in ports:
         if p.get("name") in engine.port_names and isinstance(p.get("containerPort"), int):
             return p["containerPort"]

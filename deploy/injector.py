@@ -90,6 +90,11 @@ def plan(
     opts = opts or Options()
     if not isinstance(spec, dict):
         raise InjectError(f"{where}: the pod spec is not a mapping")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InjectError(f"{where}: the pod metadata is not a mapping")
+    for key in ("labels", "annotations"):
+        if not isinstance((metadata or {}).get(key) or {}, dict):
+            raise InjectError(f"{where}: the pod's {key} are not a mapping")
     if is_injected(metadata, spec):
         return Plan()
     containers = spec.get("containers")
@@ -178,8 +183,8 @@ def _find_engine(
 def _check_ports(spec: dict[str, Any], engine_port: int, where: str) -> None:
     if engine_port == sidecar.PORT:
         raise InjectError(f"{where}: the engine listens on {sidecar.PORT}, the sidecar's port")
-    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
-        for p in (c.get("ports") if isinstance(c, dict) else None) or []:
+    for c in [*_list(spec.get("containers")), *_list(spec.get("initContainers"))]:
+        for p in _list(c.get("ports") if isinstance(c, dict) else None):
             if not isinstance(p, dict):
                 continue
             if p.get("containerPort") == sidecar.PORT or p.get("name") == sidecar.PORT_NAME:
@@ -187,6 +192,10 @@ def _check_ports(spec: dict[str, Any], engine_port: int, where: str) -> None:
                     f"{where}: container {c.get('name')!r} already uses port "
                     f"{sidecar.PORT} or the port name {sidecar.PORT_NAME}"
                 )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def apply(metadata: dict[str, Any], spec: dict[str, Any], p: Plan) -> None:
@@ -237,8 +246,13 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+def _name(doc: dict[str, Any]) -> str:
+    metadata = doc.get("metadata")
+    return str(metadata.get("name") or "") if isinstance(metadata, dict) else ""
+
+
 def _describe(doc: dict[str, Any], index: int) -> str:
-    name = (doc.get("metadata") or {}).get("name") or "(no name)"
+    name = _name(doc) or "(no name)"
     return f"document {index} ({doc.get('kind', 'no kind')} {name})"
 
 
@@ -253,13 +267,15 @@ def _template_at(doc: dict[str, Any], *path: str) -> dict[str, Any] | None:
 
 def pod_workload(pod: dict[str, Any]) -> str:
     """The name of the workload that owns a pod: its controller's, minus a ReplicaSet's hash."""
-    metadata = pod.get("metadata") or {}
-    for ref in metadata.get("ownerReferences") or []:
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    refs = metadata.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else []:
         if not isinstance(ref, dict) or not ref.get("controller", True):
             continue
         name = str(ref.get("name") or "")
         if ref.get("kind") == "ReplicaSet":
-            pod_hash = (metadata.get("labels") or {}).get("pod-template-hash")
+            labels = metadata.get("labels")
+            pod_hash = labels.get("pod-template-hash") if isinstance(labels, dict) else None
             if pod_hash and name.endswith("-" + pod_hash):
                 return name[: -len(pod_hash) - 1]
         return name
@@ -280,17 +296,17 @@ def inject_document(
         raise InjectError(
             f"{where or f'document {index}'}: not a Kubernetes object (a {type(doc).__name__})"
         )
-    where = where or _describe(doc, index)
     kind = doc.get("kind")
     if not kind or not isinstance(kind, str):
-        raise InjectError(f"{where}: no kind")
-    name = str((doc.get("metadata") or {}).get("name") or "")
+        named = f" ({_name(doc)})" if _name(doc) else ""
+        raise InjectError(f"{where or f'document {index}{named}'}: no kind")
+    where = where or _describe(doc, index)
+    name = _name(doc)
     if kind == "List" or (kind.endswith("List") and isinstance(doc.get("items"), list)):
         for i, item in enumerate(doc.get("items") or [], 1):
             item_where = f"{where} item {i}"
             if isinstance(item, dict):
-                item_where += f" ({item.get('kind', 'no kind')} "
-                item_where += f"{(item.get('metadata') or {}).get('name') or '(no name)'})"
+                item_where += f" ({item.get('kind', 'no kind')} {_name(item) or '(no name)'})"
             sub = inject_document(item, opts, index=index, where=item_where)
             result.injected += sub.injected
             result.already += sub.already
@@ -339,7 +355,8 @@ def _inject_isvc(doc: dict[str, Any], name: str, opts: Options, where: str, resu
     if isinstance(model, dict):
         # The model container is built by KServe from the model spec; sidecars go beside it
         # in predictor.containers.
-        fmt = str((model.get("modelFormat") or {}).get("name") or "").lower()
+        fmt_spec = model.get("modelFormat")
+        fmt = str(fmt_spec.get("name") or "").lower() if isinstance(fmt_spec, dict) else ""
         engine = opts.engine or KSERVE_FORMATS.get(fmt)
         if engine is None:
             raise InjectError(
@@ -351,8 +368,11 @@ def _inject_isvc(doc: dict[str, Any], name: str, opts: Options, where: str, resu
             "ports": [{"containerPort": KSERVE_PORT}],
             **{k: model[k] for k in ("image", "args", "command", "env", "resources") if k in model},
         }
-        extra = predictor.get("containers") or []
-        spec = {"containers": [model_container, *extra]}
+        if predictor.get("containers") is not None and not isinstance(
+            predictor["containers"], list
+        ):
+            raise InjectError(f"{where}: spec.predictor.containers is not a list")
+        spec = {"containers": [model_container, *_list(predictor.get("containers"))]}
         p = plan(
             meta,
             spec,

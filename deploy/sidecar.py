@@ -123,8 +123,11 @@ def container(
 
 
 def uses_gpu(container_spec: dict[str, Any]) -> bool:
-    resources = container_spec.get("resources") or {}
+    resources = container_spec.get("resources")
+    if not isinstance(resources, dict):
+        return False
     for kind in ("limits", "requests"):
-        if any(name in (resources.get(kind) or {}) for name in GPU_RESOURCES):
+        amounts = resources.get(kind)
+        if isinstance(amounts, dict) and any(name in amounts for name in GPU_RESOURCES):
             return True
     return False
