@@ -26,6 +26,8 @@ TITLE = "inferwatch / GPUs"
 SCOPE = Scope((eq("namespace"), eq("deployment"), regex("pod")))
 BY_GPU = ("pod", "gpu", "gpu_instance")
 GPU_LEGEND = "{{pod}} GPU {{gpu}} {{gpu_instance}}"
+# Not shown: SM activity (`llm_gpu_sm_active_ratio`) is not among dcgm-exporter's default
+# counters, so a panel of it would sit empty on most clusters (see docs/dashboards.md).
 
 # Variables come from GPU series, so only deployments that have GPUs are offered.
 _MEMORY = "llm_gpu_memory_used_bytes"
@@ -125,11 +127,12 @@ def _side_by_side() -> S.Row:
                 S.COUNT,
             ),
             S.timeseries(
-                "SM, tensor-core and memory-bandwidth activity",
-                "DCGM profiling fields (reported where dcgm-exporter enables them): SM "
-                "activity, tensor-pipe activity and DRAM bandwidth activity.",
+                "Tensor-core and memory-bandwidth activity",
+                "DCGM profiling fields: fraction of time the tensor-core pipes were active and "
+                "fraction of memory bandwidth in use. High tensor activity with low DRAM "
+                "activity is compute-bound work (prefill); the reverse is memory-bound "
+                "(decode).",
                 [
-                    S.Query(_per_gpu("llm_gpu_sm_active_ratio"), f"SM {GPU_LEGEND}"),
                     S.Query(_per_gpu("llm_gpu_tensor_active_ratio"), f"tensor {GPU_LEGEND}"),
                     S.Query(_per_gpu("llm_gpu_dram_active_ratio"), f"DRAM {GPU_LEGEND}"),
                 ],

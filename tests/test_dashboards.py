@@ -246,8 +246,9 @@ def test_every_metric_a_query_names_is_in_the_schema(dashboards) -> None:
     for data in dashboards.values():
         for expr in _exprs(data):
             names |= coverage.families_in(expr)
-    # Every family of the schema is shown somewhere, and nothing outside it is queried.
-    assert names == {f.name for f in schema.FAMILIES}
+    # Every family of the schema is shown somewhere but SM activity, which dcgm-exporter's
+    # default counters leave out (a panel of it would sit empty on most clusters).
+    assert names == {f.name for f in schema.FAMILIES} - {"llm_gpu_sm_active_ratio"}
 
 
 def test_families_in_refuses_a_metric_outside_the_schema() -> None:
