@@ -24,6 +24,7 @@ from inferwatch.dashboards import build, coverage, detail, fleet, lint, style, v
 from inferwatch.dashboards.schema import make_schema
 from inferwatch.exporters import registry
 from tests.conftest import ROOT, require_tool
+from tests.harness import procs
 
 GENERATED = ROOT / "dashboards" / "generated"
 SCHEMAS = ROOT / "dashboards" / "schema" / "grafana"
@@ -480,3 +481,38 @@ def test_provisioning_file_points_grafana_at_the_json() -> None:
 def test_fleet_and_detail_builders_are_the_registered_ones() -> None:
     assert build.BUILDERS[fleet.UID] is fleet.build
     assert build.BUILDERS[detail.UID] is detail.build
+
+
+# ---- preview command: bad input ------------------------------------------------------------
+
+
+def _preview(*args: str) -> Any:
+    return CliRunner().invoke(app, ["dashboards", "preview", *args])
+
+
+def test_preview_says_when_prometheus_is_not_there(tmp_path: Path) -> None:
+    port = procs.free_port()
+    result = _preview("--prometheus", f"http://127.0.0.1:{port}", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert f"cannot reach Prometheus at http://127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_preview_says_when_the_url_is_not_prometheus(tmp_path: Path, page_factory) -> None:
+    page = page_factory("not prometheus\n")
+    result = _preview("--prometheus", page.url, "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "answered HTTP 501" in result.output and "not Prometheus' JSON" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prometheus", "localhost:9090"], "expected an http:// or https:// URL"),
+        (["--prometheus", "http://127.0.0.1:9", "--range", "5x"], "--range '5x'"),
+        (["--prometheus", "http://127.0.0.1:9", "--range", "0s"], "must be positive"),
+    ],
+)
+def test_preview_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _preview(*args, "--out", str(tmp_path))
+    assert result.exit_code == 2 and message in result.output, result.output
