@@ -135,8 +135,6 @@ ENGINES: dict[str, EngineKind] = {
     ),
 }
 
-SIMULATED = (*ENGINES, "dcgm")
-
 
 def engine_kind(name: str) -> EngineKind:
     try:

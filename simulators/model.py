@@ -163,9 +163,6 @@ class Request:
     def ttft(self) -> float | None:
         return None if self.first_token_at is None else self.first_token_at - self.arrival
 
-    def queue_time(self) -> float | None:
-        return None if self.scheduled_at is None else self.scheduled_at - self.arrival
-
     def time_per_output_token(self) -> float | None:
         """Mean time between output tokens after the first, as vLLM reports it per request."""
         if self.first_token_at is None or self.finished_at is None:
@@ -261,10 +258,6 @@ class Engine:
         return 1.0 - self.free_blocks / self.config.num_blocks
 
     @property
-    def kv_used_tokens(self) -> int:
-        return (self.config.num_blocks - self.free_blocks) * self.config.block_size
-
-    @property
     def reserved_tokens(self) -> int:
         """Prompt plus max_tokens of the running batch: TGI's `batch.max_tokens`."""
         return sum(r.prompt_tokens + r.max_tokens for r in self.running)
@@ -276,12 +269,6 @@ class Engine:
     def prefill_share(self) -> float:
         """Recent share of step time spent on prompts (compute-bound) rather than decoding."""
         return self._prefill_share
-
-    def busy_at(self, t: float) -> float:
-        """Busy seconds up to `t`, counting the part of a step in progress."""
-        if self._step is not None and t > self._step.start:
-            return self.busy_seconds + min(t, self._step.end) - self._step.start
-        return self.busy_seconds
 
     def next_event_time(self) -> float:
         return self._step.end if self._step is not None else INF

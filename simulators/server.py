@@ -114,7 +114,7 @@ class EngineServer:
     async def _complete(self, request: web.Request, chat: bool) -> web.StreamResponse:
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "the request body is not valid JSON") from None
         c = openai.parse(body, chat)
         es = self.engine
