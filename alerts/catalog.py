@@ -60,7 +60,7 @@ def engine_alerts(config: AlertConfig) -> Group:
                 f"{c.POD_PREEMPTIONS_RATE} > {promql.number(config.preemptions_per_second)}",
                 c.WARNING,
                 "An inference engine keeps preempting requests for lack of KV cache.",
-                f"Pod {POD}, {MODEL}, preempts {{{{ $value | humanize }}}} requests per second "
+                f'Pod {POD}, {MODEL}, preempts {{{{ printf "%.3g" $value }}}} requests per second '
                 f"(more than {promql.number(config.preemptions_per_second)}/s for "
                 f"{config.preemptions_for}); preempted requests are recomputed or swapped.",
                 config.preemptions_for,
