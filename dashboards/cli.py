@@ -27,7 +27,12 @@ def build_command(
     ),
 ) -> None:
     """Write the dashboards as JSON, as ConfigMaps, and a Grafana provisioning file."""
-    from inferwatch.dashboards import build, lint
+    try:
+        from inferwatch.dashboards import build, lint
+    except ImportError as exc:
+        raise _fail(
+            "build", f"needs the dashboards extra (pip install 'inferwatch[dashboards]'): {exc}"
+        ) from None
 
     try:
         written = build.write(out)

@@ -9,6 +9,7 @@ import copy
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,23 @@ def test_cli_build_into_an_unwritable_place_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["dashboards", "build", "--out", str(blocker)])
     assert result.exit_code == 2
     assert "cannot write under" in result.output and "Traceback" not in result.output
+
+
+def test_cli_build_without_the_dashboards_extra_says_which_to_install(
+    monkeypatch, tmp_path: Path
+) -> None:
+    import inferwatch.dashboards as package
+
+    loaded = [m for m in sys.modules if m.startswith(("grafanalib", "inferwatch.dashboards."))]
+    for name in loaded:
+        if name != "inferwatch.dashboards.cli":
+            monkeypatch.delitem(sys.modules, name)
+            monkeypatch.delattr(package, name.rpartition(".")[2], raising=False)
+    monkeypatch.setitem(sys.modules, "grafanalib", None)  # as if not installed
+    result = CliRunner().invoke(app, ["dashboards", "build", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "pip install 'inferwatch[dashboards]'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_uids_are_stable_and_the_four_dashboards_exist(dashboards) -> None:
