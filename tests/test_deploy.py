@@ -388,3 +388,16 @@ def test_the_dockerfile_builds_the_sidecar_image_as_the_manifests_expect():
     assert users and users[-1] == f"{sidecar.RUN_AS}:{sidecar.RUN_AS}"
     assert re.search(r'^ENTRYPOINT \["inferwatch"\]', text, re.MULTILINE)
     assert f"EXPOSE {sidecar.PORT}" in text
+
+
+def test_monitoring_ships_the_generated_rules_and_dashboards_verbatim():
+    sources = render.consumed_sources()
+    assert {rel.split("/")[0] for rel in sources} == {"rules", "dashboards"}
+    for rel, path in sources.items():
+        assert (DEPLOY / "monitoring" / rel).read_bytes() == path.read_bytes()
+    docs = build("monitoring")
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert len(rules) == sum(rel.startswith("rules/") for rel in sources)
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert len(dashboards) == sum(rel.startswith("dashboards/") for rel in sources)
+    assert {d["metadata"]["namespace"] for d in docs} == {render.MONITORING_NAMESPACE}
