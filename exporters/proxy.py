@@ -284,6 +284,26 @@ def _has_content_openai(doc: dict) -> bool:
     return False
 
 
+def _plain_token(line: bytes, api: str) -> bool:
+    """A chunk that certainly carries one token and nothing else, told without parsing it.
+
+    Most of a stream is such chunks, and parsing each would cost the proxy more than the rest
+    of its work. The test reads compact JSON (`"done":false`, `"finish_reason":null`) and
+    sends anything else to the parser. Quotes inside a JSON string are escaped, so `"error":`
+    can only be a key; `""` is an empty value (a chunk whose text may be empty) or an escaped
+    quote ending a string, and either way the parser decides.
+    """
+    if b'""' in line or b'"error":' in line:
+        return False
+    if api == OLLAMA:
+        return b'"done":false' in line
+    return (
+        b'"finish_reason":null' in line
+        and b'"usage":{' not in line
+        and (b'"content":"' in line or b'"text":"' in line or b'"reasoning_content":"' in line)
+    )
+
+
 class Watch:
     """What the proxy sees of one generation request, from arrival to its last byte."""
 
@@ -339,6 +359,9 @@ class Watch:
                 return
         if not line:
             return
+        if _plain_token(line, self.api):
+            self._content(now)
+            return
         try:
             doc = json.loads(line)
         except ValueError:
@@ -366,12 +389,15 @@ class Watch:
             if isinstance(usage, dict):
                 self._tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         if content and streamed:
-            if self.first is None:
-                self.first = now
-            elif self.last is not None:
-                self.model.histograms["inter_token_latency_seconds"].observe(now - self.last)
-            self.last = now
-            self.chunks += 1
+            self._content(now)
+
+    def _content(self, now: float) -> None:
+        if self.first is None:
+            self.first = now
+        elif self.last is not None:
+            self.model.histograms["inter_token_latency_seconds"].observe(now - self.last)
+        self.last = now
+        self.chunks += 1
 
     def _tokens(self, prompt: object, output: object) -> None:
         if isinstance(prompt, int) and prompt >= 0:

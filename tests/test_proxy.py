@@ -569,3 +569,32 @@ def test_lines_split_across_reads_are_joined() -> None:
     assert m.finished == {"stop": 1} and m.generation_tokens == 7
     # The first line is whole when its newline (byte 30) arrives.
     assert m.histograms["time_to_first_token_seconds"].sum == pytest.approx(0.1 + 30 * 0.001)
+
+
+ND, SSE = "application/x-ndjson", "text/event-stream"
+CHUNKS = [
+    ("ollama", ND, b'{"response":"a","done":false}', True),
+    ("ollama", ND, b'{"response":"","done":false}', False),
+    ("ollama", ND, b'{"response": "a", "done": false}', True),
+    ("ollama", ND, b'{"message":{"content":"","thinking":"t"},"done":false}', True),
+    ("ollama", ND, b'{"error":"oops","done":false}', False),
+    ("openai", SSE, b'data: {"choices":[{"delta":{"content":"a"},"finish_reason":null}]}', True),
+    ("openai", SSE, b'data: {"choices":[{"delta":{"content":""},"finish_reason":null}]}', False),
+    ("openai", SSE, b'data: {"choices":[{"delta":{"content":null},"finish_reason":null}]}', False),
+    ("openai", SSE, b'data: {"choices":[{"text":"a","finish_reason":null}]}', True),
+    (
+        "openai",
+        SSE,
+        b'data: {"choices":[{"delta":{"content":"\\"\\""},"finish_reason":null}]}',
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("api", "fmt", "line", "content"), CHUNKS)
+def test_content_chunks_with_and_without_parsing(api, fmt, line, content) -> None:
+    metrics = ProxyMetrics("ollama")
+    w = Watch(api, metrics, "m", 0.0)
+    w.begin(200, fmt, False)
+    w.feed(line + b"\n", 0.25)
+    assert (w.first == 0.25) is content
