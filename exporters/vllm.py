@@ -130,7 +130,7 @@ ADAPTER = Adapter(
                     "vllm:admission_rejections_total",
                     C,
                     set_labels={"reason": "error"},
-                    note="0.33+: requests refused by a queue limit",
+                    note="0.32+: requests refused by a queue limit",
                 ),
             ),
         ),
