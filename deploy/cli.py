@@ -50,6 +50,12 @@ def render(
     except OSError as exc:
         raise _fail(f"cannot write under {out}: {exc.strerror or exc}") from None
     typer.echo(f"inferwatch: wrote {len(written)} files under {out}", err=True)
+    if not r.consumed_sources():
+        typer.echo(
+            "inferwatch: note: no generated rules or dashboards found (alerts/generated, "
+            "dashboards/generated); monitoring/ holds only the PodMonitor",
+            err=True,
+        )
 
 
 def inject(

@@ -574,7 +574,6 @@ def webhook_objects() -> dict[str, Any]:
                             label_selector=k.V1LabelSelector(match_labels=pod_labels),
                         )
                     ],
-                    priority_class_name="system-cluster-critical",
                 ),
             ),
         ),
@@ -634,7 +633,6 @@ def webhook_objects() -> dict[str, Any]:
         "service.yaml": to_dict(svc),
         "pdb.yaml": pdb(WEBHOOK_NAME, pod_labels, _webhook_labels(), WEBHOOK_NAMESPACE),
         "mutatingwebhookconfiguration.yaml": mutating_webhook_configuration(),
-        "podmonitor.yaml": injected_pod_monitor(),
     }
 
 
