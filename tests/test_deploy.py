@@ -401,3 +401,59 @@ def test_monitoring_ships_the_generated_rules_and_dashboards_verbatim():
     dashboards = [d for d in docs if d["kind"] == "ConfigMap"]
     assert len(dashboards) == sum(rel.startswith("dashboards/") for rel in sources)
     assert {d["metadata"]["namespace"] for d in docs} == {render.MONITORING_NAMESPACE}
+
+
+def _parses(args: list[str]) -> None:
+    """The real CLI accepts these arguments (parsed, not run)."""
+    import typer
+
+    group = typer.main.get_command(app)
+    name, *rest = args
+    command = group.get_command(None, name)  # type: ignore[arg-type]
+    if rest and rest[0] == "serve":  # webhook serve
+        command = command.get_command(None, "serve")  # type: ignore[union-attr]
+        rest = rest[1:]
+    command.make_context(name, list(rest))  # raises on an unknown or malformed option
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "vllm/base",
+        "tgi/base",
+        "sglang/base",
+        "trtllm/base",
+        "triton/base",
+        "llamacpp/base",
+        "ollama/base",
+        "vllm/kserve",
+        "webhook",
+    ],
+)
+def test_the_rendered_command_lines_are_accepted_by_the_real_cli(folder):
+    from inferwatch.exporters import registry
+
+    for doc in build(folder):
+        if doc["kind"] not in ("Deployment", "InferenceService"):
+            continue
+        for c in containers(doc):
+            if c["image"] != sidecar.IMAGE:
+                continue
+            _parses(c["args"])
+            if "--engine" in c["args"]:
+                registry.get(c["args"][c["args"].index("--engine") + 1])
+
+
+def test_the_kubernetes_validate_command_line_accepts_a_built_base(tmp_path):
+    path = tmp_path / "vllm.yaml"
+    path.write_text(yaml.safe_dump_all(build("vllm/base")))
+    tool = Path(sys.executable).parent / "kubernetes-validate"
+    for version in (K8S_VERSIONS[0], K8S_VERSIONS[-1]):
+        out = subprocess.run(
+            [str(tool), "--strict", "-k", version, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.count("INFO") == 4  # the built-in kinds; PodMonitor is a CRD
