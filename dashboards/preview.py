@@ -34,6 +34,8 @@ ROW_PX, WIDTH_PX, DPI = 30, 1600, 100
 POINTS = 240  # points per range query (Grafana asks for about one per pixel; enough here)
 MAX_TABLE_ROWS = 12
 AXIS_LABEL_PX = 60  # room for the y tick labels left of a graph
+TICK_LABEL_PX = 22  # and for the time labels below it
+TITLE_PX = 20  # a panel's title above its axes
 COLORS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44", "blue": "#3274d9"}
 PALETTE = ("#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0")
 
@@ -199,12 +201,16 @@ def _no_data(ax: Any, panel: Mapping[str, Any], message: str | None = None) -> N
 def _timeseries(ax: Any, panel: Mapping[str, Any], results: list[tuple[dict, Result]]) -> None:
     unit = panel["fieldConfig"]["defaults"].get("unit", "")
     drawn = 0
+    starts: list[float] = []
+    ends: list[float] = []
     for target, result in results:
         for labels, all_points in result.series:
             # A NaN (a quantile of no requests) is a gap, as Grafana draws it.
             points = [(t, v) for t, v in all_points if not math.isnan(v)]
             if not points:
                 continue
+            starts.append(points[0][0])
+            ends.append(points[-1][0])
             times = [datetime.fromtimestamp(t, tz=UTC) for t, _ in points]
             ax.plot(
                 times,
@@ -234,7 +240,8 @@ def _timeseries(ax: Any, panel: Mapping[str, Any], results: list[tuple[dict, Res
                     linewidth=0.8,
                 )
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, unit)))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    span = max(ends) - min(starts)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span < 900 else "%H:%M"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.2)
     ax.legend(fontsize=6, loc="upper left", frameon=False, ncol=2 if drawn > 4 else 1)
@@ -393,14 +400,17 @@ def render_dashboard(
             )
             continue
         # Room inside the panel for the title above and the axis labels left and below.
-        axis_room = AXIS_LABEL_PX / WIDTH_PX if panel["type"] in ("timeseries", "heatmap") else 0
-        pad_x, pad_y = 0.006, 0.35 / height_units
+        graph = panel["type"] in ("timeseries", "heatmap")
+        left_room = (AXIS_LABEL_PX if graph else 0) / WIDTH_PX
+        below = (TICK_LABEL_PX if graph else 4) / (height_units * ROW_PX)
+        above = TITLE_PX / (height_units * ROW_PX)
+        pad_x = 0.006
         ax = fig.add_axes(
             (
-                left + pad_x + axis_room,
-                bottom + pad_y * 1.2,
-                width - pad_x * 2 - axis_room,
-                height - pad_y * 3.2,
+                left + pad_x + left_room,
+                bottom + below,
+                width - pad_x * 2 - left_room,
+                height - below - above,
             )
         )
         ax.set_title(panel.get("title", ""), fontsize=8, loc="left")
