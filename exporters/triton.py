@@ -86,7 +86,8 @@ ADAPTER = Adapter(
     name="triton",
     title="Triton",
     group=Group.ENGINE,
-    detect=("nv_inference_",),
+    # A Triton with no model loaded yet shows only its GPU and CPU figures: still Triton.
+    detect=("nv_inference_", "nv_gpu_", "nv_cpu_"),
     model_label="model",
     versions="Triton 23.x-25.x per-model metrics (any backend)",
     rank_note="Triton reports per model, not per replica: no ranks. A model's instances "

@@ -427,6 +427,16 @@ def test_detection_on_every_capture_and_page(text: str, engine: str) -> None:
     assert registry.detect(text).name == engine
 
 
+def test_idle_triton_is_detected_by_its_gpu_figures() -> None:
+    idle = "\n".join(
+        line
+        for line in page("triton-multi-model.prom").splitlines()
+        if not line.startswith(("nv_inference_", "# HELP nv_inference", "# TYPE nv_inference"))
+    )
+    assert "nv_inference_" not in idle
+    assert registry.detect(idle).name == "triton"
+
+
 def test_detection_says_what_it_knows_and_what_it_saw() -> None:
     with pytest.raises(registry.DetectionError) as err:
         registry.detect("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3\n")
