@@ -31,16 +31,12 @@ def _grid_problems(dashboard: Mapping[str, Any]) -> list[str]:
         x, y, w, h = pos["x"], pos["y"], pos["w"], pos["h"]
         if w < 1 or h < 1 or x < 0 or y < 0 or x + w > GRID_WIDTH:
             problems.append(f"panel {title!r} gridPos {pos} is outside the {GRID_WIDTH}-wide grid")
-        for cx in range(x, x + w):
-            for cy in range(y, y + h):
-                other = taken.get((cx, cy))
-                if other is not None:
-                    problems.append(f"panels {other!r} and {title!r} overlap at ({cx}, {cy})")
-                    break
-                taken[(cx, cy)] = title
-            else:
-                continue
-            break
+        cells = {(cx, cy) for cx in range(x, x + w) for cy in range(y, y + h)}
+        clash = sorted(cells & taken.keys())
+        if clash:
+            other = taken[clash[0]]
+            problems.append(f"panels {other!r} and {title!r} overlap at {clash[0]}")
+        taken.update(dict.fromkeys(cells, title))
     return problems
 
 
