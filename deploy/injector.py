@@ -65,10 +65,10 @@ class Plan:
 
 
 def is_injected(metadata: dict[str, Any] | None, spec: dict[str, Any] | None) -> bool:
-    annotations = (metadata or {}).get("annotations") or {}
-    if sidecar.ANNOTATION_INJECTED in annotations:
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if isinstance(annotations, dict) and sidecar.ANNOTATION_INJECTED in annotations:
         return True
-    containers = (spec or {}).get("containers") or []
+    containers = _list(spec.get("containers")) if isinstance(spec, dict) else []
     return any(isinstance(c, dict) and c.get("name") == sidecar.CONTAINER_NAME for c in containers)
 
 
@@ -93,7 +93,7 @@ def plan(
     if metadata is not None and not isinstance(metadata, dict):
         raise InjectError(f"{where}: the pod metadata is not a mapping")
     for key in ("labels", "annotations"):
-        if not isinstance((metadata or {}).get(key) or {}, dict):
+        if (metadata or {}).get(key) is not None and not isinstance(metadata[key], dict):
             raise InjectError(f"{where}: the pod's {key} are not a mapping")
     if is_injected(metadata, spec):
         return Plan()
@@ -348,10 +348,7 @@ def _inject_isvc(doc: dict[str, Any], name: str, opts: Options, where: str, resu
     if predictor is None:
         raise InjectError(f"{where}: no spec.predictor")
     model = predictor.get("model")
-    meta = {
-        "labels": predictor.get("labels") or {},
-        "annotations": predictor.get("annotations") or {},
-    }
+    meta = {key: predictor.get(key) for key in ("labels", "annotations")}
     if isinstance(model, dict):
         # The model container is built by KServe from the model spec; sidecars go beside it
         # in predictor.containers.

@@ -86,9 +86,14 @@ def review(body: Any, opts: injector.Options | None = None) -> Answer:
     if not isinstance(metadata, dict):
         raise BadReview("request.object.metadata is not an object")
     namespace = request.get("namespace") or metadata.get("namespace") or ""
+    if not isinstance(namespace, str):
+        raise BadReview("request.namespace is not a string")
     if namespace in NEVER_NAMESPACES:
         return Answer(uid, [])
-    if str((metadata.get("labels") or {}).get(sidecar.LABEL_INJECT, "")).lower() == "false":
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise BadReview("request.object.metadata.labels is not an object")
+    if str(labels.get(sidecar.LABEL_INJECT, "")).lower() == "false":
         return Answer(uid, [])
     if not isinstance(pod.get("spec"), dict):
         raise BadReview("request.object.spec is missing or not an object")

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inferwatch.deploy import injector, sidecar, webhook
 from tests.conftest import FIXTURES, require_tool
@@ -148,6 +150,44 @@ def test_a_pod_without_an_engine_is_admitted_unchanged_with_a_warning():
 def test_reviews_it_cannot_read_are_refused_with_the_reason(body, reason):
     with pytest.raises(webhook.BadReview, match=reason):
         webhook.review(body)
+
+
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "metadata",
+                    "spec",
+                    "containers",
+                    "labels",
+                    "name",
+                    "image",
+                    "ports",
+                    "ownerReferences",
+                    "kind",
+                ]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(["object", "kind", "uid", "namespace", "operation"]), value=_json)
+def test_any_review_is_answered_or_refused_with_a_reason_never_a_crash(field, value):
+    body = review(**{field: value})
+    try:
+        answer = webhook.review(body).review()
+    except webhook.BadReview as exc:
+        assert str(exc)
+    else:
+        assert answer["response"]["allowed"] is True
 
 
 # --- the real server --------------------------------------------------------------------------
