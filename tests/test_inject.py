@@ -538,7 +538,7 @@ def _documents(draw: st.DrawFn) -> Any:
     return draw(st.one_of(st.just(doc), _values))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_documents())
 def test_any_document_is_injected_or_refused_with_a_reason_never_a_crash(doc):
     try:

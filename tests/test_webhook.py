@@ -178,7 +178,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(["object", "kind", "uid", "namespace", "operation"]), value=_json)
 def test_any_review_is_answered_or_refused_with_a_reason_never_a_crash(field, value):
     body = review(**{field: value})
