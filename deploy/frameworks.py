@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 MODEL_PVC = "model-storage"
 MODEL_MOUNT = "/models"
 SERVED_MODEL = "llama-3.1-8b-instruct"
+OLLAMA_PARALLEL = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Framework:
     models_read_only: bool = True
     flags_note: str = ""
     overlays: tuple[str, ...] = field(default=("keda", "ack-gpu-share"))
+    # What the HPA scales on, per pod: the normalized queue length, which every engine but
+    # Ollama reports. Any sustained queue means the running batch is full; 5 waiting requests
+    # per pod is where production-stack's KEDA example scales too.
+    scale_metric: str = "llm_requests_waiting"
+    scale_target: int = 5
 
 
 def _python_post(url: str, body: dict[str, object]) -> tuple[str, ...]:
@@ -265,7 +271,7 @@ FRAMEWORKS: dict[str, Framework] = {
                 ("OLLAMA_HOST", "127.0.0.1:11434"),
                 ("OLLAMA_MODELS", f"{MODEL_MOUNT}/ollama"),
                 ("OLLAMA_KEEP_ALIVE", "-1"),
-                ("OLLAMA_NUM_PARALLEL", "4"),
+                ("OLLAMA_NUM_PARALLEL", str(OLLAMA_PARALLEL)),
             ),
             health_path=None,
             health_exec=("ollama", "list"),
@@ -275,6 +281,10 @@ FRAMEWORKS: dict[str, Framework] = {
             memory_limit="16Gi",
             cpu_request="2",
             models_read_only=False,
+            # Ollama reports no queue (its requests wait inside it, unseen): in-flight requests
+            # beyond OLLAMA_NUM_PARALLEL are the queue, so scale on those.
+            scale_metric="llm_requests_running",
+            scale_target=OLLAMA_PARALLEL,
         ),
     )
 }

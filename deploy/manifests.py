@@ -13,13 +13,9 @@ from typing import Any
 from kubernetes import client as k
 
 from inferwatch.deploy import injector, sidecar
-from inferwatch.deploy.frameworks import MODEL_MOUNT, MODEL_PVC, Framework
+from inferwatch.deploy.frameworks import FRAMEWORKS, MODEL_MOUNT, MODEL_PVC, Framework
 from inferwatch.schema import family
 
-QUEUE_METRIC = family("llm_requests_waiting").name
-# Any sustained queue means the running batch is full; 5 waiting requests per pod is where
-# production-stack's KEDA example scales too.
-QUEUE_TARGET = 5
 MIN_REPLICAS = 1
 MAX_REPLICAS = 4
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
@@ -300,8 +296,8 @@ def behavior() -> k.V2HorizontalPodAutoscalerBehavior:
     )
 
 
-def hpa(name: str, target: str, meta_labels: dict[str, str]) -> dict[str, Any]:
-    """Scales on the normalized queue length per pod (served by the prometheus-adapter rule)."""
+def hpa(name: str, target: str, fw: Framework, meta_labels: dict[str, str]) -> dict[str, Any]:
+    """Scales on the framework's signal per pod (served by the prometheus-adapter rule)."""
     return to_dict(
         k.V2HorizontalPodAutoscaler(
             api_version="autoscaling/v2",
@@ -317,9 +313,9 @@ def hpa(name: str, target: str, meta_labels: dict[str, str]) -> dict[str, Any]:
                     k.V2MetricSpec(
                         type="Pods",
                         pods=k.V2PodsMetricSource(
-                            metric=k.V2MetricIdentifier(name=QUEUE_METRIC),
+                            metric=k.V2MetricIdentifier(name=family(fw.scale_metric).name),
                             target=k.V2MetricTarget(
-                                type="AverageValue", average_value=str(QUEUE_TARGET)
+                                type="AverageValue", average_value=str(fw.scale_target)
                             ),
                         ),
                     )
@@ -330,9 +326,9 @@ def hpa(name: str, target: str, meta_labels: dict[str, str]) -> dict[str, Any]:
     )
 
 
-def queue_query(namespace: str, deployment: str) -> str:
-    """The queue of one deployment: what the adapter rule serves per pod, summed."""
-    return f'sum({QUEUE_METRIC}{{namespace="{namespace}",deployment="{deployment}"}})'
+def scale_query(fw: Framework, namespace: str) -> str:
+    """One deployment's scaling signal: what the adapter rule serves per pod, summed."""
+    return f'sum({fw.scale_metric}{{namespace="{namespace}",deployment="{fw.name}"}})'
 
 
 def scaled_object(fw: Framework) -> dict[str, Any]:
@@ -354,8 +350,8 @@ def scaled_object(fw: Framework) -> dict[str, Any]:
                     "metricType": "AverageValue",
                     "metadata": {
                         "serverAddress": PROMETHEUS_URL,
-                        "query": queue_query(KEDA_NAMESPACE, fw.name),
-                        "threshold": str(QUEUE_TARGET),
+                        "query": scale_query(fw, KEDA_NAMESPACE),
+                        "threshold": str(fw.scale_target),
                     },
                 }
             ],
@@ -426,21 +422,23 @@ def kserve_deployment_name(fw: Framework) -> str:
 
 
 def adapter_rules() -> dict[str, Any]:
-    """prometheus-adapter's rule that serves the queue length as a per-pod custom metric."""
+    """prometheus-adapter's rules serving each framework's scaling signal as a per-pod metric."""
+    metrics = sorted({family(fw.scale_metric).name for fw in FRAMEWORKS.values()}, reverse=True)
     return {
         "rules": [
             {
-                "seriesQuery": f'{QUEUE_METRIC}{{namespace!="",pod!=""}}',
+                "seriesQuery": f'{metric}{{namespace!="",pod!=""}}',
                 "resources": {
                     "overrides": {
                         "namespace": {"resource": "namespace"},
                         "pod": {"resource": "pod"},
                     }
                 },
-                "name": {"matches": f"^{QUEUE_METRIC}$", "as": QUEUE_METRIC},
+                "name": {"matches": f"^{metric}$", "as": metric},
                 # Summed per pod: an engine with several ranks or models reports one series each.
-                "metricsQuery": f"sum by (<<.GroupBy>>) ({QUEUE_METRIC}{{<<.LabelMatchers>>}})",
+                "metricsQuery": f"sum by (<<.GroupBy>>) ({metric}{{<<.LabelMatchers>>}})",
             }
+            for metric in metrics
         ]
     }
 

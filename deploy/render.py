@@ -58,7 +58,7 @@ def base(fw: Framework) -> dict[str, Any]:
         "service.yaml": manifests.service(fw),
         "podmonitor.yaml": manifests.base_pod_monitor(fw),
         "pdb.yaml": manifests.pdb(fw.name, manifests.selector(fw), manifests.labels(fw)),
-        "hpa.yaml": manifests.hpa(fw.name, fw.name, manifests.labels(fw)),
+        "hpa.yaml": manifests.hpa(fw.name, fw.name, fw, manifests.labels(fw)),
     }
 
 
@@ -102,7 +102,7 @@ def framework_files(fw: Framework) -> dict[str, str]:
                         "inferenceservice.yaml": manifests.inference_service(fw),
                         "podmonitor.yaml": manifests.base_pod_monitor(fw),
                         "pdb.yaml": manifests.pdb(target, isvc_labels, manifests.labels(fw)),
-                        "hpa.yaml": manifests.hpa(target, target, manifests.labels(fw)),
+                        "hpa.yaml": manifests.hpa(target, target, fw, manifests.labels(fw)),
                     }
                 ).items()
             }

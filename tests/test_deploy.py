@@ -236,13 +236,28 @@ def test_service_podmonitor_pdb_and_hpa_point_at_the_pods(name):
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"]
-    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "llm_requests_waiting"
+    metric = hpa["spec"]["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == FRAMEWORKS[name].scale_metric
+    assert metric["target"]["averageValue"] == str(FRAMEWORKS[name].scale_target)
+
+
+@pytest.mark.parametrize("name", list(FRAMEWORKS))
+def test_the_scaling_signal_is_one_the_engines_sidecar_reports(name):
+    from inferwatch.exporters import registry
+
+    fw = FRAMEWORKS[name]
+    adapter = registry.get(fw.engine)
+    assert adapter.concept(fw.scale_metric) is not None
+    if fw.scale_metric != "llm_requests_waiting":  # only where the queue is not reported
+        assert adapter.concept("llm_requests_waiting") is None
 
 
 def test_the_adapter_rule_serves_the_metric_the_hpa_asks_for():
     config_map = one(build("prometheus-adapter"), "ConfigMap")
     rules = yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
-    assert [r["name"]["as"] for r in rules] == [family("llm_requests_waiting").name]
+    served = {r["name"]["as"] for r in rules}
+    assert served == {fw.scale_metric for fw in FRAMEWORKS.values()}
+    assert family("llm_requests_waiting").name in served
     assert rules[0]["resources"]["overrides"]["pod"] == {"resource": "pod"}
     helm = yaml.safe_load((DEPLOY / "prometheus-adapter" / "helm-values.yaml").read_text())
     assert helm["rules"]["custom"] == rules
@@ -255,9 +270,11 @@ def test_keda_replaces_the_hpa_with_a_prometheus_trigger_on_the_same_queue(name)
     scaled = one(docs, "ScaledObject")
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "prometheus"
+    metric = FRAMEWORKS[name].scale_metric
     assert trigger["metadata"]["query"] == (
-        f'sum(llm_requests_waiting{{namespace="{manifests.KEDA_NAMESPACE}",deployment="{name}"}})'
+        f'sum({metric}{{namespace="{manifests.KEDA_NAMESPACE}",deployment="{name}"}})'
     )
+    assert trigger["metadata"]["threshold"] == str(FRAMEWORKS[name].scale_target)
     assert {d["metadata"].get("namespace") for d in docs} == {manifests.KEDA_NAMESPACE}
 
 
