@@ -219,8 +219,9 @@ def json_patch(pod: dict[str, Any], p: Plan) -> list[dict[str, Any]]:
     if p.empty:
         return []
     ops: list[dict[str, Any]] = []
-    metadata = pod.get("metadata") or {}
-    if "metadata" not in pod:
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
         ops.append({"op": "add", "path": "/metadata", "value": {}})
     for key, values in (("labels", p.labels), ("annotations", p.annotations)):
         if not values:
@@ -242,7 +243,6 @@ class Result:
 
     injected: int = 0
     already: int = 0
-    skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -310,7 +310,6 @@ def inject_document(
             sub = inject_document(item, opts, index=index, where=item_where)
             result.injected += sub.injected
             result.already += sub.already
-            result.skipped += sub.skipped
             result.notes += sub.notes
         return result
     if kind in TEMPLATE_KINDS:

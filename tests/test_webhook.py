@@ -353,3 +353,20 @@ def test_serve_refuses_missing_certificates_and_bad_listen_addresses(tmp_path):
     )
     assert out.returncode == 2
     assert "expected HOST:PORT" in out.stderr
+
+
+def test_a_pod_with_null_metadata_is_patched_into_shape():
+    pod = copy.deepcopy(REVIEW["request"]["object"])
+    p = injector.plan(pod["metadata"], pod["spec"], "chat")
+    pod["metadata"] = None
+    result = jsonpatch.apply_patch(pod, injector.json_patch(pod, p))
+    assert result["metadata"]["labels"][sidecar.LABEL_DEPLOYMENT] == "chat"
+    assert result["spec"]["containers"][-1]["name"] == sidecar.CONTAINER_NAME
+
+
+def test_a_pod_nobody_owns_or_names_is_admitted_with_a_warning():
+    pod = copy.deepcopy(REVIEW["request"]["object"])
+    pod["metadata"] = None
+    response = webhook.review(review(object=pod)).review()["response"]
+    assert "patch" not in response
+    assert "cannot tell which workload owns this pod" in response["warnings"][0]
