@@ -262,6 +262,12 @@ def test_detection(container, engine, port, model):
     assert (detected.port, detected.model, detected.warnings) == (port, model, ())
 
 
+def test_every_engine_of_the_schema_can_be_detected_and_injected():
+    from inferwatch.schema import ENGINES
+
+    assert set(engines.ENGINE_TABLE) == set(ENGINES)
+
+
 @pytest.mark.parametrize(
     "container",
     [
@@ -270,12 +276,6 @@ def test_detection(container, engine, port, model):
         {"image": "ghcr.io/inferwatch/inferwatch:0.1.0", "args": ["exporter"]},
     ],
 )
-def test_every_engine_of_the_schema_can_be_detected_and_injected():
-    from inferwatch.schema import ENGINES
-
-    assert set(engines.ENGINE_TABLE) == set(ENGINES)
-
-
 def test_things_that_are_not_engines_are_not_detected(container):
     assert engines.identify(container) is None
 
