@@ -370,3 +370,22 @@ def test_a_pod_nobody_owns_or_names_is_admitted_with_a_warning():
     response = webhook.review(review(object=pod)).review()["response"]
     assert "patch" not in response
     assert "cannot tell which workload owns this pod" in response["warnings"][0]
+
+
+def test_the_webhook_runs_on_the_sidecar_images_dependencies_alone():
+    # The image installs inferwatch[exporter]: no PyYAML, no kubernetes client, no jsonpatch.
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('yaml', 'kubernetes', 'jsonpatch', 'fastapi'):\n"
+        "            raise ImportError('not in the sidecar image: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from inferwatch.deploy import webhook\n"
+        "from inferwatch.cli import main\n"
+        "sys.argv = ['inferwatch', 'webhook', 'serve', '--help']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--tls-cert" in out.stdout
