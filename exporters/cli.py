@@ -13,80 +13,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _fail(f"--listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9450")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def exporter(
-    upstream: str = typer.Option(None, "--upstream", help="The engine's base URL or /metrics URL."),
-    engine: str = typer.Option(
-        "auto", "--engine", help="auto (detect from the page), or an engine."
-    ),
-    dcgm: str = typer.Option(None, "--dcgm", help="dcgm-exporter's URL, for this pod's GPUs."),
-    model: str = typer.Option(None, "--model", help="Model name, for engines that do not say."),
-    listen: str = typer.Option("0.0.0.0:9450", "--listen", help="HOST:PORT to serve on."),
-    timeout: float = typer.Option(
-        5.0,
-        "--timeout",
-        help="Upstream fetch timeout (seconds); "
-        "lowered to Prometheus' scrape timeout when it is shorter.",
-    ),
-    max_body_bytes: int = typer.Option(
-        16 * 1024 * 1024, "--max-body-bytes", help="Refuse upstream pages larger than this."
-    ),
-    passthrough: bool = typer.Option(
-        False, "--passthrough", help="Also serve the engine's own metrics, unchanged."
-    ),
-    proxy: bool = typer.Option(
-        False,
-        "--proxy",
-        help="Forward every request but /metrics, /healthz and /readyz to --upstream, "
-        "measuring generations (Ollama, or any OpenAI-compatible server with --engine).",
-    ),
-    log_level: str = typer.Option("info", "--log-level"),
-) -> None:
-    """Serve the normalized metrics of an engine (and this pod's GPUs) for Prometheus."""
-    import asyncio
-
-    from inferwatch.exporters import logs, registry
-    from inferwatch.exporters.identity import context_from_env
-    from inferwatch.exporters.server import Exporter, Settings, build_app, serve
-
-    if not upstream and not dcgm:
-        raise _fail("give --upstream (the engine) and/or --dcgm")
-    if proxy and not upstream:
-        raise _fail("--proxy needs --upstream: the server to forward requests to")
-    if engine != "auto":
-        try:
-            registry.get(engine)
-        except registry.DetectionError as exc:
-            raise _fail(str(exc)) from None
-    if timeout <= 0 or max_body_bytes <= 0:
-        raise _fail("--timeout and --max-body-bytes must be positive")
-    host, port = _listen(listen)
-    logs.setup(log_level)
-    settings = Settings(
-        upstream=upstream,
-        engine=engine,
-        dcgm=dcgm,
-        model=model,
-        listen_host=host,
-        listen_port=port,
-        timeout=timeout,
-        max_body_bytes=max_body_bytes,
-        passthrough=passthrough,
-        proxy=proxy,
-    )
-    exp = Exporter(settings, context_from_env(model=model))
-    try:
-        asyncio.run(serve(build_app(exp), host, port, settings.drain_seconds))
-    except OSError as exc:
-        raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-
-
 def normalize(
     file: str = typer.Argument(..., help="An exposition file, or - for standard input."),
     engine: str = typer.Option(
@@ -150,7 +76,19 @@ def _read(file: str) -> str:
         raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
 
 
+def _exporter_command(ctx: typer.Context) -> None:
+    # `inferwatch exporter` normally skips typer (inferwatch.cli); this is the same parser.
+    from inferwatch.exporters.run import run_exporter
+
+    raise typer.Exit(run_exporter(list(ctx.args)))
+
+
 def register(app: typer.Typer) -> None:
-    app.command("exporter")(exporter)
+    app.command(
+        "exporter",
+        help="Serve the normalized metrics of an engine (and this pod's GPUs) for Prometheus.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(_exporter_command)
     app.command("normalize")(normalize)
     app.command("metrics-table")(metrics_table)

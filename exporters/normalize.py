@@ -22,8 +22,9 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 # Label values an engine prints when a setting is unset; never state them as configuration.
 _UNSET_VALUES = frozenset(("", "None", "none", "null"))
-# Bounds on the per-route caches: a pathological upstream can't grow memory without limit.
-_CACHE_LIMIT = 200_000
+# Bounds on the caches, in series: past them new series are resolved on every scrape instead of
+# cached, so a page with very many series costs time, never unbounded memory (~0.5 KB each).
+_CACHE_LIMIT = 50_000
 
 
 _LABEL_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
@@ -159,9 +160,8 @@ class _Route:
             if labels is None:
                 raise ValueError("labels needed")
             got = self.labels_for(labels)
-            if len(self.bodies) > _CACHE_LIMIT:
-                self.bodies.clear()
-            self.bodies[base] = got
+            if len(self.bodies) < _CACHE_LIMIT:
+                self.bodies[base] = got
         if got is None:
             return None
         body, model, info = got  # type: ignore[misc]
@@ -257,6 +257,7 @@ class Result:
     errors: int
     samples: int  # upstream samples that fed a normalized series
     model: str | None
+    matched: int = 0  # well-formed lines of families the adapter reads (ours or not)
 
     def series_count(self) -> int:
         return sum(len(s) for s in self.families.values())
@@ -330,13 +331,19 @@ class Normalizer:
         return tuple(entries)
 
     def normalize(self, text: str) -> Result:
+        return self.normalize_lines(text.split("\n"))
+
+    def normalize_lines(self, lines: Iterable[str]) -> Result:
         cache = self._series
         cache_get = cache.get
         families: dict[str, dict[str, list]] = {}
         errors = 0
         used = 0
         first_model: str | None = None
-        for line in text.split("\n"):
+        matched = 0
+        last_concept: str | None = None
+        samples: dict[str, list] = {}
+        for line in lines:
             if not line or line[0] == "#":
                 continue
             close = line.rfind("}")
@@ -366,17 +373,19 @@ class Normalizer:
                     if not _METRIC_NAME.fullmatch(name):
                         errors += 1
                     continue
-                if len(cache) > _CACHE_LIMIT:
-                    cache.clear()
-                cache[series] = targets
+                if len(cache) < _CACHE_LIMIT:
+                    cache[series] = targets
             if targets is _INVALID:
                 errors += 1
                 continue
-            parts = rest.split()
-            if not parts or len(parts) > 2:
-                errors += 1
-                continue
-            text_value = parts[0]
+            matched += 1
+            text_value = rest.strip()
+            if " " in text_value:  # a timestamp after the value (or junk)
+                parts = text_value.split()
+                if len(parts) != 2:
+                    errors += 1
+                    continue
+                text_value = parts[0]
             try:
                 value = float(text_value)
             except ValueError:
@@ -393,9 +402,11 @@ class Normalizer:
                 out_value = (
                     text_value if entry.scale == 1.0 else canonical_float(value * entry.scale)
                 )
-                samples = families.get(entry.concept)
-                if samples is None:
-                    samples = families[entry.concept] = {}
+                if entry.concept is not last_concept:  # lines of one family come together
+                    last_concept = entry.concept
+                    samples = families.get(last_concept)
+                    if samples is None:
+                        samples = families[last_concept] = {}
                 prior = samples.get(entry.prefix)
                 if prior is None:
                     samples[entry.prefix] = [out_value, entry, entry.fallback]
@@ -408,7 +419,7 @@ class Normalizer:
                     prior[0] = canonical_float(float(prior[0]) + value * entry.scale)
         for concept in self._with_fallbacks & families.keys():
             families[concept] = _best_sources(families[concept])
-        return Result(families, errors, used, first_model)
+        return Result(families, errors, used, first_model, matched)
 
 
 def _best_sources(samples: dict[str, list]) -> dict[str, list]:

@@ -15,16 +15,13 @@ measures them on their way through.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from inferwatch.exporters.adapter import Adapter, Concept, Source
 from inferwatch.exporters.fetch import fetch_json
+from inferwatch.exporters.measure import PROXY_CONCEPTS
 from inferwatch.exporters.normalize import Context, Normalizer, escape_label
-from inferwatch.exporters.proxy import PROXY_CONCEPTS
 from inferwatch.schema import Group, Kind
 
 if TYPE_CHECKING:
@@ -106,14 +103,13 @@ class OllamaSource:
         self.ctx = ctx
         self._normalizer = self._normalizer.with_context(ctx)
 
-    async def collect(self, session: aiohttp.ClientSession, timeout: float) -> Collected:
+    def collect(self, timeout: float) -> Collected:
         from inferwatch.exporters.sources import Collected  # sources imports the registry
 
         start = time.perf_counter()
-        ps, version = await asyncio.gather(
-            fetch_json(session, self.url, timeout),
-            fetch_json(session, self.base_url + "/api/version", timeout),
-        )
+        ps = fetch_json(self.url, timeout)
+        left = max(timeout - (time.perf_counter() - start), 0.05)
+        version = fetch_json(self.base_url + "/api/version", left)
         out = Collected(self.name)
         if ps is None:
             out.error = f"no JSON answer from {self.url}"

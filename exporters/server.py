@@ -1,28 +1,29 @@
-"""The sidecar's HTTP server: /metrics (normalized), /healthz, /readyz.
+"""The sidecar's scrape path: /metrics (normalized), /healthz, /readyz.
 
-Each scrape fetches the engine and DCGM in parallel, within a deadline below Prometheus' own
-scrape timeout; scrapes that arrive while one is running share its fetches. A failed upstream
-shows as `inferwatch_exporter_upstream_up{source} 0`, never as a failed scrape.
+Each scrape fetches the engine and DCGM in parallel (threads), within a deadline below
+Prometheus' own scrape timeout; scrapes that arrive while one is running share its fetches.
+A failed upstream shows as `inferwatch_exporter_upstream_up{source} 0`, never as a failed
+scrape. The HTTP server is the standard library's: one thread per connection is plenty for a
+Prometheus or two and the kubelet's probes, and keeps the sidecar small. Proxy mode (see
+`proxy.py`) serves the same `Exporter` from an aiohttp app instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import os
 import signal
-import time
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import aiohttp
-from aiohttp import web
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from inferwatch import __version__
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
-from inferwatch.exporters.normalize import Context, render
-from inferwatch.exporters.ollama import OllamaSource
-from inferwatch.exporters.proxy import MAX_REQUEST_BYTES, Proxy, proxy_engine
+from inferwatch.exporters.normalize import Context, Result, render
 from inferwatch.exporters.sources import Collected, EngineInfo, PageSource, metrics_url
 
 log = logging.getLogger("inferwatch.exporter")
@@ -31,6 +32,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Prometheus tells us its scrape timeout; answer this much before it gives up.
 DEADLINE_MARGIN = 0.5
 MIN_TIMEOUT = 0.2
+READY_TIMEOUT = 2.0
+# Idle keep-alive connections are closed after this, freeing their thread.
+IDLE_CONNECTION_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Settings:
     listen_host: str = "0.0.0.0"
     listen_port: int = 9450
     timeout: float = 5.0
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
     passthrough: bool = False
     drain_seconds: float = 5.0
     proxy: bool = False  # forward the upstream's API and measure it (see proxy.py)
@@ -53,34 +57,15 @@ class Exporter:
 
     def __init__(self, settings: Settings, ctx: Context):
         self.settings = settings
-        self.sources: list[PageSource] = []
+        self.sources: list = []
+        self.engine: PageSource | None = None
         self.engine_info: EngineInfo | None = None
         self.parse_errors: dict[str, int] = {}
-        self.session: aiohttp.ClientSession | None = None
-        self.last: dict[str, Collected] = {}
-        self.proxy: Proxy | None = None
         if settings.upstream:
-            adapter: Adapter | None = (
-                None if settings.engine == "auto" else registry.get(settings.engine)
-            )
             base, url = metrics_url(settings.upstream)
-            if settings.proxy:
-                self.proxy = Proxy(base, proxy_engine(settings.engine))
-            engine: PageSource | OllamaSource
-            name = self.proxy.metrics.engine if self.proxy is not None else settings.engine
-            if name == "ollama":
-                engine = OllamaSource("engine", base, ctx)  # Ollama has no /metrics page
-            else:
-                engine = PageSource(
-                    "engine",
-                    url,
-                    adapter,
-                    ctx,
-                    max_bytes=settings.max_body_bytes,
-                    page_gpus=not settings.dcgm,
-                )
-            self.sources.append(engine)
-            self.engine_info = EngineInfo(engine, base, settings.model)  # type: ignore[arg-type]
+            self.engine = self._engine_source(base, url, ctx)
+            self.sources.append(self.engine)
+            self.engine_info = EngineInfo(self.engine, base, settings.model)
         if settings.dcgm:
             _base, url = metrics_url(settings.dcgm)
             self.sources.append(
@@ -95,46 +80,85 @@ class Exporter:
             )
         for source in self.sources:
             self.parse_errors[source.name] = 0
+        # Each scrape collects its first source in its own thread and the others here; the
+        # pool is sized so concurrent scrapes never queue behind one another.
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fetch")
+        self._errors_lock = threading.Lock()
 
-    async def start(self) -> None:
-        # One connection per upstream is plenty; keep-alive spares a handshake per scrape.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit_per_host=4, force_close=False),
-            auto_decompress=True,
+    def _engine_source(self, base: str, url: str, ctx: Context):
+        s = self.settings
+        adapter: Adapter | None = None if s.engine == "auto" else registry.get(s.engine)
+        if (adapter and adapter.name == "ollama") or (s.proxy and s.engine == "auto"):
+            from inferwatch.exporters.ollama import OllamaSource
+
+            return OllamaSource("engine", base, ctx)  # Ollama has no /metrics page
+        return PageSource(
+            "engine",
+            url,
+            adapter,
+            ctx,
+            max_bytes=s.max_body_bytes,
+            page_gpus=not s.dcgm,
+            keep_raw=s.passthrough,
         )
 
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+    def start(self) -> None:
+        """Learn the engine's model and configuration before the first scrape, briefly."""
+        if self.engine_info is not None and self.engine_info.due():
+            self.engine_info.refresh()
 
-    def timeout_for(self, request: web.Request | None) -> float:
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def timeout_for(self, headers: Mapping[str, str] | None) -> float:
         timeout = self.settings.timeout
-        header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds") if request else None
+        header = headers.get("X-Prometheus-Scrape-Timeout-Seconds") if headers else None
         if header:
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, float(header) - DEADLINE_MARGIN)
         return max(timeout, MIN_TIMEOUT)
 
-    async def scrape(self, timeout: float) -> str:
-        assert self.session is not None
+    def scrape(self, timeout: float, extra: list[Result] | None = None) -> str:
         if self.engine_info is not None:
-            self.engine_info.maybe_refresh(self.session)
-        collected = await asyncio.gather(
-            *(source.collect(self.session, timeout) for source in self.sources)
-        )
-        for c in collected:
-            self.last[c.source] = c
-            self.parse_errors[c.source] += c.errors
+            self.engine_info.maybe_refresh()
+        futures = [self._pool.submit(source.collect, timeout) for source in self.sources[1:]]
+        collected: list[Collected] = [s.collect(timeout) for s in self.sources[:1]]
+        collected += [f.result() for f in futures]
+        with self._errors_lock:
+            for c in collected:
+                self.parse_errors[c.source] += c.errors
         ctx = self.sources[0].ctx if self.sources else Context()
-        results = [r for c in collected for r in c.results]
-        if self.proxy is not None:
-            results.append(self.proxy.metrics.result())
+        results = [r for c in collected for r in c.results] + list(extra or ())
         body = render(results, ctx, self._health(collected))
         if self.settings.passthrough:
             body += _passthrough(collected)
         return body
 
+    def ready(self) -> tuple[bool, str]:
+        engine = self.engine
+        if engine is None:
+            return True, "ready (no engine upstream)\n"
+        c = engine.collect(min(self.settings.timeout, READY_TIMEOUT))
+        if c.up:
+            name = engine.adapter.name if engine.adapter else ""
+            return True, f"ready: {name} at {engine.url}\n"
+        return False, f"not ready: {engine.url}: {c.error}\n"
+
+    def index(self) -> str:
+        lines = [
+            f"inferwatch exporter {__version__}",
+            "",
+            "/metrics  normalized metrics",
+            "/healthz  alive",
+            "/readyz   engine reachable",
+            "",
+        ]
+        lines += [f"upstream {s.name}: {s.url}" for s in self.sources]
+        return "\n".join(lines) + "\n"
+
     def _health(self, collected: list[Collected]) -> str:
+        with self._errors_lock:
+            errors = dict(self.parse_errors)
         lines = [
             "# HELP inferwatch_exporter_upstream_up 1 if the last fetch of this source "
             "succeeded and parsed, else 0.",
@@ -156,7 +180,7 @@ class Exporter:
             "# TYPE inferwatch_exporter_parse_errors_total counter",
             *(
                 f'inferwatch_exporter_parse_errors_total{{source="{name}"}} {count}'
-                for name, count in self.parse_errors.items()
+                for name, count in errors.items()
             ),
             "# HELP inferwatch_exporter_build_info inferwatch build information (value 1).",
             "# TYPE inferwatch_exporter_build_info gauge",
@@ -168,84 +192,109 @@ class Exporter:
 def _passthrough(collected: list[Collected]) -> str:
     """The engine's own page, verbatim, after ours (text format 0.0.4 keeps colon names)."""
     for c in collected:
-        if c.source == "engine" and c.up and c.page is not None and c.page.text:
-            text = c.page.text.replace("\n# EOF", "\n")
+        if c.source == "engine" and c.up and c.raw:
+            text = c.raw.replace("\n# EOF", "\n")
             return text if text.endswith("\n") else text + "\n"
     return ""
 
 
-def build_app(exporter: Exporter) -> web.Application:
-    # In proxy mode request bodies are forwarded, and prompts can be large.
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES if exporter.proxy else 1024**2)
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection
+    timeout = IDLE_CONNECTION_SECONDS
+    server: _Server
 
-    async def metrics(request: web.Request) -> web.Response:
-        start = time.perf_counter()
-        body = await exporter.scrape(exporter.timeout_for(request))
-        log.debug("scrape", extra={"duration_ms": round((time.perf_counter() - start) * 1000, 1)})
-        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+    def do_GET(self) -> None:
+        exporter = self.server.exporter
+        path = self.path.split("?", 1)[0]
+        routes: dict[str, Callable[[], tuple[int, str, str]]] = {
+            "/metrics": lambda: (
+                200,
+                CONTENT_TYPE,
+                exporter.scrape(exporter.timeout_for(self.headers)),
+            ),
+            "/healthz": lambda: (200, "text/plain; charset=utf-8", "ok\n"),
+            "/readyz": lambda: _ready(exporter),
+            "/": lambda: (200, "text/plain; charset=utf-8", exporter.index()),
+        }
+        route = routes.get(path)
+        if route is None:
+            self._send(404, "text/plain; charset=utf-8", f"not found: {path}\n")
+            return
+        with self.server.tracking():
+            try:
+                status, ctype, body = route()
+            except Exception:
+                log.exception("request failed", extra={"path": path})
+                status, ctype, body = 500, "text/plain; charset=utf-8", "internal error\n"
+            self._send(status, ctype, body)
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    def _send(self, status: int, ctype: str, body: str) -> None:
+        data = body.encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away", extra={"path": self.path})
 
-    async def readyz(_request: web.Request) -> web.Response:
-        engine = next((s for s in exporter.sources if s.name == "engine"), None)
-        if engine is None:
-            return web.Response(text="ready (no engine upstream)\n")
-        assert exporter.session is not None
-        c = await engine.collect(exporter.session, min(exporter.settings.timeout, 2.0))
-        if c.up:
-            return web.Response(
-                text=f"ready: {engine.adapter.name if engine.adapter else ''} at {engine.url}\n"
-            )
-        return web.Response(status=503, text=f"not ready: {engine.url}: {c.error}\n")
-
-    async def index(_request: web.Request) -> web.Response:
-        lines = [
-            f"inferwatch exporter {__version__}",
-            "",
-            "/metrics  normalized metrics",
-            "/healthz  alive",
-            "/readyz   engine reachable",
-            "",
-        ]
-        lines += [f"upstream {s.name}: {s.url}" for s in exporter.sources]
-        return web.Response(text="\n".join(lines) + "\n")
-
-    async def on_startup(_app: web.Application) -> None:
-        await exporter.start()
-
-    async def on_cleanup(_app: web.Application) -> None:
-        await exporter.close()
-
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    if exporter.proxy is None:
-        app.router.add_get("/", index)
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    if exporter.proxy is not None:
-        exporter.proxy.install(app)  # everything else goes to the upstream
-    return app
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("http", extra={"request": format % args})
 
 
-async def serve(app: web.Application, host: str, port: int, drain_seconds: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and let in-flight scrapes finish."""
-    # aiohttp waits up to shutdown_timeout for in-flight handlers, then up to shutdown_timeout
-    # again before cancelling them: half the drain time each keeps the exit within it, and a
-    # slow scrape still has the whole drain time to finish.
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=drain_seconds / 2, access_log=None
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("listening", extra={"address": f"{host}:{port}"})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+def _ready(exporter: Exporter) -> tuple[int, str, str]:
+    ok, text = exporter.ready()
+    return (200 if ok else 503), "text/plain; charset=utf-8", text
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # drained by `tracking`, not by joining every keep-alive thread
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], exporter: Exporter):
+        super().__init__(address, _Handler)
+        self.exporter = exporter
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def tracking(self):
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def drain(self, seconds: float) -> bool:
+        """Wait for requests in flight to be answered; False if some are still running."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout=seconds)
+
+
+def serve(exporter: Exporter, host: str, port: int, drain_seconds: float) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting and let requests in flight finish."""
+    server = _Server((host, port), exporter)
+    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        signal.signal(sig, lambda *_: stop.set())
+    exporter.start()
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    log.info("listening", extra={"address": f"{host}:{port}"})
+    while not stop.wait(1.0):
+        pass
     log.info("draining", extra={"seconds": drain_seconds})
-    await runner.cleanup()
+    server.shutdown()  # no new connections; requests in flight go on
+    drained = server.drain(drain_seconds)
+    server.server_close()
+    exporter.close()
+    if not drained:
+        # A request still waits on an upstream: its fetch threads must not hold the exit.
+        log.warning("drain timed out", extra={"seconds": drain_seconds})
+        logging.shutdown()
+        os._exit(0)
     log.info("stopped")

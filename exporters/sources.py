@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-
-import aiohttp
 
 from inferwatch import schema
 from inferwatch.exporters import registry
 from inferwatch.exporters.adapter import Adapter
-from inferwatch.exporters.fetch import Page, Shared, fetch_json, fetch_page
+from inferwatch.exporters.fetch import FetchError, Shared, fetch_json, lines, stream
 from inferwatch.exporters.normalize import Context, Normalizer, Result, engine_info
 
 log = logging.getLogger("inferwatch.exporter")
 
 INFO_REFRESH_SECONDS = 300.0
 INFO_RETRY_SECONDS = 30.0
+INFO_TIMEOUT = 2.0
 
 
 @dataclass
@@ -32,11 +31,16 @@ class Collected:
     duration: float = 0.0
     errors: int = 0
     error: str | None = None
-    page: Page | None = None
+    raw: str | None = None  # the upstream's page, only when it is passed through
 
 
 class PageSource:
-    """An upstream /metrics page run through an adapter (fixed, or detected from the page)."""
+    """An upstream /metrics page run through an adapter (fixed, or detected from the page).
+
+    Once the adapter is known, the page is normalized as it streams in, so a large page never
+    sits in memory whole. Detection (first scrape, or after the page stopped matching) and
+    passthrough read the whole page first.
+    """
 
     def __init__(
         self,
@@ -48,17 +52,19 @@ class PageSource:
         max_bytes: int,
         candidates: tuple[Adapter, ...] = registry.ENGINE_ADAPTERS,
         page_gpus: bool = False,
+        keep_raw: bool = False,
     ):
         self.name = name
-        # Read the GPU figures some engines' pages carry (Triton's), when there is no DCGM.
-        self.page_gpus = page_gpus
-        self._gpu: Normalizer | None = None
         self.url = url
         self.fixed = adapter
         self.candidates = candidates
         self.ctx = ctx
         self.max_bytes = max_bytes
+        # Read the GPU figures some engines' pages carry (Triton's), when there is no DCGM.
+        self.page_gpus = page_gpus
+        self.keep_raw = keep_raw
         self._normalizer: Normalizer | None = Normalizer(adapter, ctx) if adapter else None
+        self._gpu: Normalizer | None = None
         self._shared = Shared()
         self._was_up: bool | None = None
 
@@ -71,46 +77,64 @@ class PageSource:
         if self._normalizer is not None:
             self._normalizer = self._normalizer.with_context(ctx)
 
-    async def collect(self, session: aiohttp.ClientSession, timeout: float) -> Collected:
-        return await self._shared.run(lambda: self._collect(session, timeout))  # type: ignore[return-value]
+    def collect(self, timeout: float) -> Collected:
+        """Fetch and normalize, within `timeout` seconds; concurrent callers share one fetch."""
+        return self._shared.run(lambda: self._collect(timeout))
 
-    async def _collect(self, session: aiohttp.ClientSession, timeout: float) -> Collected:
-        start = time.perf_counter()
-        page = await fetch_page(session, self.url, timeout, self.max_bytes)
-        out = Collected(self.name, page=page)
-        if page.text is None:
-            out.error = page.error
-        else:
-            self._normalize(page.text, out)
-        out.duration = time.perf_counter() - start
+    def _collect(self, timeout: float) -> Collected:
+        start = time.monotonic()
+        out = Collected(self.name)
+        try:
+            self._fetch_and_normalize(start + timeout, out)
+        except FetchError as exc:
+            out.results.clear()
+            out.up, out.error = False, str(exc)
+        out.duration = time.monotonic() - start
         self._log_transition(out)
         return out
 
-    def _normalize(self, text: str, out: Collected) -> None:
+    def _fetch_and_normalize(self, deadline: float, out: Collected) -> None:
         normalizer = self._normalizer
-        if normalizer is None or (self.fixed is None and not _has_prefix(text, normalizer)):
-            try:
-                adapter = registry.detect(text, self.candidates)
-            except registry.DetectionError as exc:
-                out.error = str(exc)
-                return
-            normalizer = self._normalizer = Normalizer(adapter, self.ctx)
-            log.info("detected", extra={"source": self.name, "engine": adapter.name})
-        result = normalizer.normalize(text)
+        chunks = stream(self.url, deadline, self.max_bytes)
+        if normalizer is not None and not self.keep_raw and not self.page_gpus:
+            result = normalizer.normalize_lines(lines(chunks))
+        else:
+            kept: list[str] = []
+            for _line in lines(chunks, kept):
+                pass
+            text = "".join(kept)
+            if self.keep_raw:
+                out.raw = text
+            if normalizer is None:
+                try:
+                    adapter = registry.detect(text, self.candidates)
+                except registry.DetectionError as exc:
+                    out.error = str(exc)
+                    return
+                normalizer = self._normalizer = Normalizer(adapter, self.ctx)
+                log.info("detected", extra={"source": self.name, "engine": adapter.name})
+            result = normalizer.normalize(text)
+            self._page_gpus(normalizer.adapter, text, out)
         out.errors = result.errors
-        if result.samples == 0 and not _has_prefix(text, normalizer):
+        if result.matched == 0:
             out.error = f"no {normalizer.adapter.name} metrics on the page"
+            if self.fixed is None:
+                self._normalizer = None  # the engine changed: detect again next time
+            out.results.clear()
             return
         engine_info(result, normalizer.adapter, self.ctx)
-        out.results.append(result)
+        out.results.insert(0, result)
         out.up = True
-        gpu = registry.PAGE_GPU_ADAPTERS.get(normalizer.adapter.name) if self.page_gpus else None
-        if gpu is not None:
-            if self._gpu is None or self._gpu.adapter is not gpu:
-                # The engine's own page shows only the GPUs its container was given: ours.
-                local = dataclasses.replace(self.ctx, pod=None, namespace=None, gpu_uuids=None)
-                self._gpu = Normalizer(gpu, local)
-            out.results.append(self._gpu.normalize(text))
+
+    def _page_gpus(self, adapter: Adapter, text: str, out: Collected) -> None:
+        gpu = registry.PAGE_GPU_ADAPTERS.get(adapter.name) if self.page_gpus else None
+        if gpu is None:
+            return
+        if self._gpu is None or self._gpu.adapter is not gpu:
+            # The engine's own page shows only the GPUs its container was given: ours.
+            local = dataclasses.replace(self.ctx, pod=None, namespace=None, gpu_uuids=None)
+            self._gpu = Normalizer(gpu, local)
+        out.results.append(self._gpu.normalize(text))
 
     def _log_transition(self, out: Collected) -> None:
         if out.up != self._was_up:
@@ -130,32 +154,42 @@ class PageSource:
             log.debug("skipped lines", extra={"source": self.name, "lines": out.errors})
 
 
-def _has_prefix(text: str, normalizer: Normalizer) -> bool:
-    return any(f"\n{p}" in text or text.startswith(p) for p in normalizer.adapter.detect)
-
-
 class EngineInfo:
     """Keeps the engine's info endpoints (model, version, configuration) fresh, off the scrape."""
 
-    def __init__(self, source: PageSource, base_url: str, model: str | None):
+    def __init__(self, source, base_url: str, model: str | None):
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.model_flag = model
         self._next = 0.0
-        self._task: asyncio.Task | None = None
+        self._lock = threading.Lock()
+        self._running = False
 
-    def maybe_refresh(self, session: aiohttp.ClientSession) -> None:
+    def due(self) -> bool:
         adapter = self.source.adapter
-        if adapter is None or not adapter.info_endpoints:
-            return
-        if time.monotonic() < self._next or (self._task and not self._task.done()):
-            return
-        self._task = asyncio.ensure_future(self._refresh(session, adapter))
+        return bool(adapter and adapter.info_endpoints) and time.monotonic() >= self._next
 
-    async def _refresh(self, session: aiohttp.ClientSession, adapter: Adapter) -> None:
+    def maybe_refresh(self) -> None:
+        """Refresh in a background thread when due; never blocks a scrape."""
+        with self._lock:
+            if self._running or not self.due():
+                return
+            self._running = True
+        threading.Thread(target=self.refresh, name="engine-info", daemon=True).start()
+
+    def refresh(self) -> None:
+        adapter = self.source.adapter
+        try:
+            if adapter is not None:
+                self._refresh(adapter)
+        finally:
+            with self._lock:
+                self._running = False
+
+    def _refresh(self, adapter: Adapter) -> None:
         model, info, complete = None, {}, True
         for endpoint in adapter.info_endpoints:
-            doc = await fetch_json(session, self.base_url + endpoint.path, timeout=2.0)
+            doc = fetch_json(self.base_url + endpoint.path, timeout=INFO_TIMEOUT)
             if doc is None:
                 complete = False
                 continue

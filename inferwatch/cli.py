@@ -1,61 +1,32 @@
 """The `inferwatch` console script.
 
-Each subpackage registers its own commands from its `cli` module, importing its heavy
-dependencies inside the command functions: `inferwatch exporter` must start without loading
-the SLO stack, and an install with only the exporter extra must still show every command.
+`inferwatch exporter` is the sidecar in every inference pod: it starts on argparse and the
+standard library alone, without typer (and the pydantic typer loads to coerce arguments), so
+it stays small. Every other command goes through the typer app in `inferwatch.commands`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
-import typer
-
-from inferwatch import __version__
-
-app = typer.Typer(
-    name="inferwatch",
-    help="Observability and SLOs for LLM inference servers.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# Modules with a `register(app)` function, in the order their commands are listed.
-COMMAND_MODULES = (
-    "inferwatch.exporters.cli",
-    "inferwatch.dashboards.cli",
-    "inferwatch.alerts.cli",
-    "inferwatch.slo.cli",
-    "inferwatch.deploy.cli",
-    "inferwatch.simulators.cli",
-    "inferwatch.load.cli",
-)
+import sys
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"inferwatch {__version__}")
-        raise typer.Exit()
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["exporter"]:
+        from inferwatch.exporters.run import run_exporter
+
+        sys.exit(run_exporter(args[1:]))
+    from inferwatch.commands import app
+
+    app(args=args, prog_name="inferwatch")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Observability and SLOs for LLM inference servers."""
+def __getattr__(name: str):
+    if name == "app":  # `from inferwatch.cli import app`, without loading typer eagerly
+        from inferwatch.commands import app
 
-
-for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name).register(app)
-
-
-def main() -> None:
-    app()
+        return app
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":

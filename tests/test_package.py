@@ -9,6 +9,7 @@ import venv
 from pathlib import Path
 
 from tests.conftest import ROOT, UPSTREAM
+from tests.harness.procs import free_port
 
 HEAVY = (
     "pandas",
@@ -21,6 +22,24 @@ HEAVY = (
     "uvicorn",
     "starlette",
 )
+
+
+def test_the_sidecar_process_loads_no_typer_pydantic_or_aiohttp() -> None:
+    """`inferwatch exporter` runs in every pod: argparse and the standard library only."""
+    code = (
+        "import sys, threading, os, json\n"
+        "def report():\n"
+        "    import time; time.sleep(2)\n"
+        "    mods = {m.split('.')[0] for m in sys.modules}\n"
+        "    print(json.dumps(sorted(mods & {'typer', 'pydantic', 'aiohttp', 'yaml', 'rich'})))\n"
+        "    sys.stdout.flush(); os._exit(0)\n"
+        "threading.Thread(target=report, daemon=True).start()\n"
+        "from inferwatch.cli import main\n"
+        "main(['exporter', '--upstream', 'http://127.0.0.1:9', '--engine', 'vllm',\n"
+        f"      '--listen', '127.0.0.1:{free_port()}'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout) == [], out.stderr
 
 
 def test_cli_and_exporter_imports_stay_light() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from inferwatch.exporters.proxy import MAX_MODELS, ProxyMetrics, Watch
+from inferwatch.exporters.measure import MAX_MODELS, ProxyMetrics, Watch
 from tests.harness import procs
 from tests.harness.exporter import ExporterProcess, sample_value
 
