@@ -110,6 +110,10 @@ def quantile(family: str, q: float) -> str:
 
 
 SLO_LABELS = LEVELS["slo"]
+# The SLI's events per second over the rate window, all and bad: every longer window's error
+# ratio is summed from these (cheap at any fleet size, and backfillable with promtool).
+SLO_REQUESTS_RATE = record("slo", "sli_requests", f"rate{RATE_WINDOW}")
+SLO_ERRORS_RATE = record("slo", "sli_errors", f"rate{RATE_WINDOW}")
 
 
 def slo_error_ratio(window: str) -> str:

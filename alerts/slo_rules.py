@@ -3,13 +3,20 @@
 One group per SLO, in evaluation order (Prometheus evaluates a group's rules in sequence, so
 each rule reads what the rules above it recorded in the same evaluation):
 
-1. `slo:sli_error:ratio_rate<w>` for every window the alerts need and for the period;
-2. `slo:burn_rate:ratio_rate<w>`: that ratio over the error budget, written `(1 - 0.999)`;
-3. `slo:objective:ratio`, `slo:period:days`, `slo:error_budget_remaining:ratio`;
-4. the multiwindow multi-burn-rate alerts, one per severity of `burn_rate_windows.yaml`.
+1. `slo:sli_requests:rate5m` and `slo:sli_errors:rate5m`: the SLI's events per second, from
+   the raw series of the SLO's deployment;
+2. `slo:sli_error:ratio_rate<w>` for every window the alerts need and for the period: for 5m
+   the ratio of those two, for longer windows the ratio of their sums over the window
+   (traffic-weighted, like a ratio of increases, but reading one series per SLO instead of
+   every pod's raw samples, so a 30-day window costs the same on 10 pods or 1,000);
+3. `slo:burn_rate:ratio_rate<w>`: that ratio over the error budget, written `(1 - 0.999)`;
+4. `slo:objective:ratio`, `slo:period:days`, `slo:error_budget_remaining:ratio`;
+5. the multiwindow multi-burn-rate alerts, one per severity of `burn_rate_windows.yaml`.
 
-`sli_error_ratio(spec, window)` is the SLI's PromQL over raw series, which the SLO service
-also uses.
+The long windows start with the rules: history from before them comes from backfilling the
+two rate rules (`promtool tsdb create-blocks-from rules`, see docs/alerting.md).
+`sli_error_ratio(spec, window)` is the SLI's PromQL over raw series for any window, which the
+SLO service uses.
 """
 
 from __future__ import annotations
@@ -43,13 +50,43 @@ def matchers(spec: SLOSpec) -> list[Matcher]:
 
 
 def sli_error_ratio(spec: SLOSpec, window: str) -> str:
-    """The SLI's error ratio over `window`, per namespace and deployment."""
+    """The SLI's error ratio over `window` from raw series, per namespace and deployment."""
     labels = c.DEPLOYMENT_LABELS
     sli = spec.sli
     if isinstance(sli, AvailabilitySLI):
         return q.error_ratio(labels, window, sli.error_reasons, *matchers(spec))
     good = q.fraction_at_most(sli.metric, sli.le, labels, window, *matchers(spec))
     return "1 - (\n" + _indent(good) + "\n)"
+
+
+def sli_rates(spec: SLOSpec, window: str) -> tuple[str, str]:
+    """The SLI's (bad, all) events per second over `window`, per namespace and deployment."""
+    labels = c.DEPLOYMENT_LABELS
+    sli = spec.sli
+    if isinstance(sli, AvailabilitySLI):
+        finished = "llm_requests_finished_total"
+        total = q.rate_sum(finished, labels, window, *matchers(spec))
+        errors = q.rate_sum(
+            finished, labels, window, *matchers(spec), q.reasons_matcher(sli.error_reasons)
+        )
+        # An engine creates a reason's series when it first happens: none yet means zero.
+        return f"{errors}\nor\n0 * {total}", total
+    total = q.rate_sum(sli.metric, labels, window, *matchers(spec), suffix="_count")
+    under = q.rate_sum(
+        sli.metric, labels, window, *matchers(spec), promql.eq("le", sli.le), suffix="_bucket"
+    )
+    return f"{total}\n-\n{under}", total
+
+
+def window_ratio(spec: SLOSpec, window: str) -> str:
+    """`slo:sli_error:ratio_rate<window>` from the recorded rates."""
+    this = promql.selector(promql.eq(c.SLO, spec.name))
+    if window == c.RATE_WINDOW:
+        return f"{c.SLO_ERRORS_RATE}{this}\n/\n{c.SLO_REQUESTS_RATE}{this}"
+    return (
+        f"sum_over_time({c.SLO_ERRORS_RATE}{this}[{window}])\n/\n"
+        f"sum_over_time({c.SLO_REQUESTS_RATE}{this}[{window}])"
+    )
 
 
 def budget_text(spec: SLOSpec) -> str:
@@ -92,9 +129,14 @@ def slo_group(spec: SLOSpec) -> Group:
     this = promql.selector(promql.eq(c.SLO, spec.name))
     target = {c.SLO: spec.name, "namespace": spec.namespace, "deployment": spec.deployment}
     all_windows = (*windows.needed(), spec.period)
+    if c.RATE_WINDOW not in all_windows:
+        raise ValueError(f"the alerts must read the {c.RATE_WINDOW} window the rates are over")
+    errors, total = sli_rates(spec, c.RATE_WINDOW)
     rules: list[Recording | Alert] = [
-        Recording(c.slo_error_ratio(w), sli_error_ratio(spec, w), slo) for w in all_windows
+        Recording(c.SLO_REQUESTS_RATE, total, slo),
+        Recording(c.SLO_ERRORS_RATE, errors, slo),
     ]
+    rules += [Recording(c.slo_error_ratio(w), window_ratio(spec, w), slo) for w in all_windows]
     rules += [
         Recording(c.slo_burn_rate(w), f"{c.slo_error_ratio(w)}{this}\n/\n{budget_text(spec)}", slo)
         for w in all_windows

@@ -132,7 +132,7 @@ def test_every_metric_an_expression_reads_is_in_the_schema_or_recorded() -> None
         known |= set(family.sample_names)
     functions = {
         "sum", "max", "min", "avg", "rate", "deriv", "histogram_quantile", "vector", "group",
-        "present_over_time", "by", "and", "or", "unless", "on",
+        "present_over_time", "sum_over_time", "by", "and", "or", "unless", "on",
     }  # fmt: skip
     for rule in all_rules():
         expr = re.sub(r'"[^"]*"', '""', rule["expr"])  # label values are not names
