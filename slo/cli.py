@@ -1,4 +1,6 @@
-"""Commands of the SLO package: `inferwatch plan`, the capacity planner."""
+"""Commands of the SLO package: `inferwatch plan` (the capacity planner), `inferwatch slo serve`
+(the SLO service) and `inferwatch advise` (the tuning advisor, from Prometheus or straight from
+an engine's /metrics). Heavy imports stay inside the commands: `inferwatch --help` loads none."""
 
 from __future__ import annotations
 
@@ -137,5 +139,181 @@ def _gpus_table(catalog: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- inferwatch slo serve -------------------------------------------------------------------
+
+slo_app = typer.Typer(help="The SLO service: SLIs, error budgets, burn rates, advice.")
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail("slo serve", f"--listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@slo_app.command("serve")
+def serve(
+    prometheus: str = typer.Option(
+        None, "--prometheus", help="Prometheus (or Thanos, Mimir, VictoriaMetrics) base URL."
+    ),
+    config: list[Path] = typer.Option(
+        [], "--config", help="SLO spec file or directory (repeatable)."
+    ),
+    listen: str = typer.Option("0.0.0.0:8080", "--listen", help="HOST:PORT to serve on."),
+    window: str = typer.Option(None, "--window", help="The advisor's window (default 6h)."),
+    timeout: float = typer.Option(
+        None, "--timeout", help="Seconds a request waits for Prometheus (default 4.5)."
+    ),
+    kubernetes: str = typer.Option(
+        None, "--kubernetes", help="auto (read Deployments in-cluster or by kubeconfig) or off."
+    ),
+    kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig file to read."),
+    keda_prometheus: str = typer.Option(
+        None, "--keda-prometheus-url", help="Prometheus URL KEDA uses (default: --prometheus)."
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve the SLO API and page. The bearer token comes from INFERWATCH_SLO_TOKEN."""
+    try:
+        import uvicorn
+
+        from inferwatch.slo.app import build_service, create_app
+        from inferwatch.slo.settings import Settings
+        from inferwatch.slo.spec import SpecError
+    except ImportError as exc:
+        raise _fail("slo serve", f"needs the slo extra ({exc.name} is missing)") from None
+    from pydantic import ValidationError
+
+    host, port = _listen(listen)
+    given = {
+        "prometheus_url": prometheus,
+        "config": config or None,
+        "window": window,
+        "timeout": timeout,
+        "kubernetes": kubernetes,
+        "kubeconfig": kubeconfig,
+        "keda_prometheus_url": keda_prometheus,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        service, note = build_service(settings)
+    except ValidationError as exc:
+        raise _fail("slo serve", _settings_error(exc)) from None
+    except SpecError as exc:
+        raise _fail("slo serve", f"refusing the SLO specs:\n{exc}") from None
+    except ValueError as exc:
+        raise _fail("slo serve", str(exc)) from None
+    if note:
+        typer.echo(f"inferwatch slo serve: {note}", err=True)
+    typer.echo(
+        f"inferwatch slo serve: {len(service.specs)} SLO(s), Prometheus {settings.prometheus_url},"
+        f" http://{host}:{port}/",
+        err=True,
+    )
+    uvicorn.run(create_app(settings, service), host=host, port=port, log_level=log_level)
+
+
+def _settings_error(exc: Any) -> str:
+    parts = []
+    for e in exc.errors():
+        field = "--" + "-".join(str(p) for p in e["loc"]).replace("_", "-")
+        if field == "--prometheus-url":
+            field = "--prometheus (or INFERWATCH_SLO_PROMETHEUS_URL)"
+        parts.append(f"{field}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+# ---- inferwatch advise ----------------------------------------------------------------------
+
+
+def _seconds(flag: str, text: str) -> float:
+    from inferwatch.alerts import promql
+
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        value = float(text)
+    else:
+        try:
+            value = float(promql.seconds(promql.validate_duration(text)))
+        except ValueError:
+            raise _fail(
+                "advise", f"{flag} {text!r}: expected a duration such as 60s, 5m, 1h"
+            ) from None
+    if value <= 0:
+        raise _fail("advise", f"{flag} {text!r}: must be positive")
+    return value
+
+
+def advise(
+    upstream: str = typer.Option(
+        None, "--upstream", help="An engine's base URL or /metrics URL: sample it directly."
+    ),
+    prometheus: str = typer.Option(
+        None, "--prometheus", help="Read the deployment's history from Prometheus instead."
+    ),
+    namespace: str = typer.Option(None, "--namespace", help="The deployment's namespace."),
+    deployment: str = typer.Option(None, "--deployment", help="The deployment's name."),
+    window: str = typer.Option(
+        None, "--window", help="How long to look: default 60s sampled, 6h from Prometheus."
+    ),
+    interval: str = typer.Option("5s", "--interval", help="Sampling interval (--upstream)."),
+    engine: str = typer.Option("auto", "--engine", help="auto (detect) or an engine (--upstream)."),
+    model: str = typer.Option(None, "--model", help="Model name, for engines that do not say."),
+    dcgm: str = typer.Option(
+        None, "--dcgm", help="dcgm-exporter's URL, for GPU memory (--upstream)."
+    ),
+    config: list[Path] = typer.Option(
+        [], "--config", help="SLO specs whose latency targets to judge against."
+    ),
+    kubernetes: str = typer.Option(
+        "auto", "--kubernetes", help="auto: read the Deployment's flags if credentials exist; off."
+    ),
+    kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig file to read."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"recommendations": [...]}.'),
+) -> None:
+    """Recommend HPA settings and engine flags, with evidence and patches."""
+    if (upstream is None) == (prometheus is None):
+        raise _fail("advise", "give --upstream URL (sample an engine) or --prometheus URL")
+    if kubernetes not in ("auto", "off"):
+        raise _fail("advise", f"--kubernetes {kubernetes!r}: auto or off")
+    try:
+        from inferwatch.slo import advise_cli
+    except ImportError as exc:
+        raise _fail(
+            "advise", f"needs the slo extra ({exc.name} is missing): pip install 'inferwatch[slo]'"
+        ) from None
+    try:
+        if upstream is not None:
+            items = advise_cli.from_upstream(
+                upstream,
+                window=_seconds("--window", window or "60s"),
+                interval=_seconds("--interval", interval),
+                engine=engine,
+                model=model,
+                dcgm=dcgm,
+                namespace=namespace,
+                deployment=deployment,
+                config=config,
+                kubernetes=kubernetes,
+                kubeconfig=kubeconfig,
+                progress=not as_json,
+            )
+        else:
+            items = advise_cli.from_prometheus(
+                prometheus,
+                namespace=namespace,
+                deployment=deployment,
+                window=window or "6h",
+                config=config,
+                kubernetes=kubernetes,
+                kubeconfig=kubeconfig,
+            )
+    except advise_cli.AdviseError as exc:
+        raise _fail("advise", str(exc)) from None
+    sys.stdout.write(advise_cli.render(items, as_json))
+
+
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
+    app.add_typer(slo_app, name="slo")
+    app.command("advise")(advise)
