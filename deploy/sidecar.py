@@ -36,7 +36,8 @@ GPU_RESOURCES = ("nvidia.com/gpu", "aliyun.com/gpu-mem", "aliyun.com/gpu-count")
 
 RESOURCES = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
-    # The exporter caps an upstream page at 16 MiB; parsing one that size fits in 256 MiB.
+    # The exporter caps an upstream page at 8 MiB: a page that size (~70k series) peaks near
+    # 100 MiB (bench/exporter.py; a 200-model vLLM page stays near 55 MiB).
     "limits": {"cpu": "500m", "memory": "256Mi"},
 }
 RUN_AS = 65532
