@@ -319,7 +319,11 @@ class Figures:
             value = float(raw) if raw is not None else None
         except ValueError:
             value = None
-        return self._evidence(f"llm_engine_info label {label}", expr, value)
+        ev = self._evidence(f"llm_engine_info label {label}", expr, value)
+        ev.note = f"the value is the `{label}` label of these series" + (
+            f"; {ev.note}" if ev.note else ""
+        )
+        return ev
 
     def evidence_series(
         self, name: str, value: float | None, expr: str, note: str, unit: str = ""

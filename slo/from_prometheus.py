@@ -76,8 +76,11 @@ def batch(
 ) -> dict[str, Query]:
     """Every query of one collection."""
     by = GROUP
-    start = at - promql.seconds(window)
     step_s = float(promql.seconds(step))
+    # Steps on multiples of the step, as a subquery `[window:step]` evaluated at `at` has
+    # them: the evidence's `quantile_over_time(...[6h:3m])` reads the same points.
+    end = math.floor(at / step_s) * step_s
+    start = end - promql.seconds(window) + step_s
     rate_w = rate_window(step)
     out: dict[str, Query] = {
         "info": Query(queries.engine_info(window, matchers), at),
@@ -85,18 +88,18 @@ def batch(
         "gpu_total": Query(queries.gpu_total(by, matchers), at),
         "first_seen": Query(queries.first_seen(window, RESOLUTION, by, matchers, up=False), at),
         "first_up": Query(queries.first_seen(window, RESOLUTION, by, matchers, up=True), at),
-        "pods": Query(queries.pods_up(by, matchers), at, start, step_s),
-        "request_rate": Query(queries.request_rate(rate_w, by, matchers), at, start, step_s),
+        "pods": Query(queries.pods_up(by, matchers), end, start, step_s),
+        "request_rate": Query(queries.request_rate(rate_w, by, matchers), end, start, step_s),
     }
     for name in queries.COUNTERS:
         out[f"counter/{name}"] = Query(queries.counter(name, window, by, matchers), at)
     for name in queries.HISTOGRAMS:
         out[f"buckets/{name}"] = Query(queries.buckets(name, window, by, matchers), at)
     for name in queries.GAUGES:
-        out[f"gauge/{name}"] = Query(queries.gauge(name, by, matchers), at, start, step_s)
+        out[f"gauge/{name}"] = Query(queries.gauge(name, by, matchers), end, start, step_s)
     for h in sorted(set(headlines), key=lambda h: (h.histogram, h.quantile)):
         expr = queries.quantile(h.histogram, h.quantile, rate_w, by, matchers)
-        out[_latency_key(h)] = Query(expr, at, start, step_s)
+        out[_latency_key(h)] = Query(expr, end, start, step_s)
     return out
 
 

@@ -120,5 +120,7 @@ class SLOStatus(BaseModel):
     burn_rates: list[BurnWindow]
     alerts: list[AlertState]
     firing: list[str]  # severities that would fire now
-    queries: dict[str, str]  # the PromQL of the period's error ratio and of each window
+    # The PromQL behind the figures: `error_ratio/<window>` (raw series) or the recorded
+    # `error_ratio/<period>` and `burn_rate/<window>` series.
+    queries: dict[str, str]
     note: str = ""

@@ -72,7 +72,7 @@ class Deadline:
         left = self.remaining()
         if left <= 0:
             raise PrometheusUnavailable(
-                f"no answer from Prometheus within {self.seconds:g}s ({what})"
+                f"Prometheus did not answer within {self.seconds:g}s ({what})"
             )
         return left
 
@@ -181,6 +181,10 @@ class Prometheus:
             raise PrometheusUnavailable(
                 f"Prometheus at {self.url} did not answer within {timeout:.1f}s"
             ) from None
+        except requests.JSONDecodeError:
+            raise PrometheusUnavailable(
+                f"{self.url} did not answer as a Prometheus API: the body is not JSON"
+            ) from None
         except requests.RequestException as exc:
             raise PrometheusUnavailable(
                 f"Prometheus at {self.url} is unreachable: {_short(exc)}"
@@ -228,7 +232,7 @@ class Prometheus:
                     raise error
             if pending:
                 raise PrometheusUnavailable(
-                    f"no answer from Prometheus at {self.url} within {deadline.seconds:g}s"
+                    f"Prometheus at {self.url} did not answer within {deadline.seconds:g}s"
                 )
             for future, (key, q) in futures.items():
                 raw = future.result()

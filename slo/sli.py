@@ -206,8 +206,8 @@ def statuses(
             ratios,
             burns,
             {
-                s.period: c.slo_error_ratio(s.period) + this,
-                **{w: c.slo_burn_rate(w) + this for w in burn_windows(s)},
+                f"error_ratio/{s.period}": c.slo_error_ratio(s.period) + this,
+                **{f"burn_rate/{w}": c.slo_burn_rate(w) + this for w in burn_windows(s)},
             },
         )
     for i, group in enumerate(group_list):
@@ -221,7 +221,7 @@ def statuses(
                 "raw-series",
                 ratios,
                 {w: burn_rate(r, s) for w, r in ratios.items()},
-                {w: error_ratio_query([s], w) for w in burn_windows(s)},
+                {f"error_ratio/{w}": error_ratio_query([s], w) for w in burn_windows(s)},
             )
     return [_status(s, reads[s.name], s.name in recorded or None) for s in specs]
 
