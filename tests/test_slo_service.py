@@ -137,7 +137,7 @@ def test_recording_rules_and_raw_series_give_the_same_answers(statuses: dict, fl
         for x, y in zip(a.burn_rates, b.burn_rates, strict=True):
             assert x.window == y.window
             assert x.burn_rate == pytest.approx(y.burn_rate, rel=1e-6), x.window
-        assert a.queries["error_ratio/30d"] == 'slo:sli_error:ratio_rate30d{slo="%s"}' % recorded
+        assert a.queries["error_ratio/30d"] == f'slo:sli_error:ratio_rate30d{{slo="{recorded}"}}'
         assert b.queries["error_ratio/1h"] == slo_rules.sli_error_ratio(
             next(s for s in fleet.specs if s.name == recorded + "-raw"), "1h"
         )
