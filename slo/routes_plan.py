@@ -21,3 +21,8 @@ def plan(request: PlanRequest) -> Plan:
         return plan_request(request)
     except PlannerError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
+    except OverflowError:
+        # e.g. `params: 1e307`: the arithmetic leaves the float range.
+        raise HTTPException(
+            status_code=422, detail="the request's numbers are out of range"
+        ) from None

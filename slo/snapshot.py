@@ -36,13 +36,14 @@ if TYPE_CHECKING:
 
 MAX_WINDOW_SECONDS = 31 * 86400
 MAX_SAMPLES = 10_000
-Finite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Counts, tokens and bytes: far above any real window, far below float overflow in sums.
+Finite = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
 
 
 class Bucket(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    le: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["+Inf"]
+    le: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] | Literal["+Inf"]
     count: Finite
 
 
@@ -86,7 +87,7 @@ class Snapshot(BaseModel):
     info: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
     flags: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
     gpu_model: Annotated[str, Field(max_length=200)] | None = None
-    gpu_total_bytes: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    gpu_total_bytes: Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)] | None = None
     objectives: Annotated[list[LatencyTarget], Field(max_length=20)] = Field(default_factory=list)
 
     @field_validator("model", "gpu_model")
