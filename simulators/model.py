@@ -133,6 +133,7 @@ class Request:
     prefix_share: float = 0.0  # fraction of the prompt already in the prefix cache
     source: str = "synthetic"  # "synthetic" (the arrival profile) or "http"
     endpoint: str = "/v1/completions"
+    stream: bool = True  # answered token by token (SGLang counts the two kinds apart)
     # Called with (request, event) on "token" and "finished": how a server streams it.
     listener: Callable[[Request, str], None] | None = None
     rank: int = 0
@@ -731,9 +732,13 @@ class Simulation:
             setattr(req, k, v)
         return req
 
-    def submit(self, req: Request) -> str | None:
-        """Route `req` to the least loaded rank; the refusal reason, or None when queued."""
-        engine = min(self.engines, key=lambda e: (4 * e.num_waiting + e.num_running, e.rank))
+    def submit(self, req: Request, rank: int | None = None) -> str | None:
+        """Route `req` to `rank`, or else to the least loaded rank; the refusal reason, or None
+        when queued."""
+        if rank is not None:
+            engine = self.engines[rank]
+        else:
+            engine = min(self.engines, key=lambda e: (4 * e.num_waiting + e.num_running, e.rank))
         req.arrival = self.now
         reason = engine.refusal(req)
         if reason is not None:
@@ -814,10 +819,10 @@ class Realtime:
     def catch_up(self) -> None:
         self.sim.advance_to(self.now())
 
-    def submit(self, req: Request) -> str | None:
+    def submit(self, req: Request, rank: int | None = None) -> str | None:
         """Submit at the current wall time and wake the clock for the engine's next step."""
         self.catch_up()
-        reason = self.sim.submit(req)
+        reason = self.sim.submit(req, rank)
         self._wake.set()
         return reason
 

@@ -2,11 +2,12 @@
 
 An engine simulator serves what the real engine serves for monitoring and load: `/metrics`
 (the writer's page), `/health`, the engine's info documents (`/version` and `/v1/models` for
-vLLM, `/info` and `/v1/models` for TGI) and the OpenAI-compatible `/v1/completions` and
-`/v1/chat/completions`, streaming or not. A request sent to it enters the same queueing model
-as the synthetic arrivals, so a load generator moves its numbers; a streamed answer sends each
-token when the model emits it, and a client that goes away aborts its request in the model.
-The model runs on wall-clock time while the server runs.
+vLLM, `/info` for TGI, `/props` for llama.cpp, `/api/ps` and `/api/version` for Ollama, ...:
+`catalog`) and the OpenAI-compatible `/v1/completions` and `/v1/chat/completions`, streaming
+or not. A request sent to it enters the same queueing model as the synthetic arrivals (the
+engine of its model, where each served model has its own: Triton), so a load generator moves
+its numbers; a streamed answer sends each token when the model emits it, and a client that goes
+away aborts its request in the model. The model runs on wall-clock time while the server runs.
 
 The dcgm-exporter simulator serves `/metrics` and `/health` for GPUs bound to engines.
 """
@@ -44,9 +45,7 @@ class EngineServer:
         app = web.Application(middlewares=[self._api_middleware])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/health", self.health)
-        for path in self.engine.kind.documents(
-            self.engine.sim, self.engine.writer, self.engine.model
-        ):
+        for path in self.engine.kind.documents(self.engine):
             app.router.add_get(path, self.document)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -74,8 +73,7 @@ class EngineServer:
         return web.Response(status=200)
 
     async def document(self, request: web.Request) -> web.Response:
-        docs = self.engine.kind.documents(self.engine.sim, self.engine.writer, self.engine.model)
-        return web.json_response(docs[request.path])
+        return web.json_response(self.engine.kind.documents(self.engine)[request.path])
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -118,15 +116,15 @@ class EngineServer:
             raise ApiError(400, "the request body is not valid JSON") from None
         c = openai.parse(body, chat)
         es = self.engine
-        if c.model is not None and c.model != es.model:
+        if c.model is not None and c.model not in es.models:
             raise ApiError(404, f"The model `{c.model}` does not exist.", "model")
         req = self._request(c, request.path)
         events: asyncio.Queue[str] = asyncio.Queue()
         req.listener = lambda _req, event: events.put_nowait(event)
-        reason = self.clock.submit(req)
+        reason = self.clock.submit(req, es.rank_of(c.model))
         if reason is not None:
             raise refusal_error(es.kind, reason, es.sim, req.prompt_tokens, req.max_tokens)
-        answer = openai.Answer(c, es.model, req.id)
+        answer = openai.Answer(c, c.model or es.model, req.id)
         try:
             if c.stream:
                 return await self._stream(request, req, answer, events)
@@ -167,6 +165,7 @@ class EngineServer:
             share,
             source="http",
             endpoint=endpoint,
+            stream=c.stream,
         )
 
     async def _stream(

@@ -477,8 +477,9 @@ def test_invalid_profiles_and_unknown_names_are_refused() -> None:
         LoadProfile("bad", (Phase(10.0, -1.0),))
     with pytest.raises(ValueError, match="known: idle, light"):
         model.profile("nope")
-    with pytest.raises(ValueError, match="simulators exist for vllm, tgi"):
-        catalog.engine_kind("sglang")
+    known = "simulators exist for vllm, tgi, sglang, trtllm, triton, llamacpp, ollama"
+    with pytest.raises(ValueError, match=known):
+        catalog.engine_kind("mlc-llm")
     with pytest.raises(ValueError, match="no data parallelism"):
         catalog.build("tgi", ranks=2)
     with pytest.raises(ValueError, match="unknown GPU model"):
@@ -830,7 +831,7 @@ def test_realtime_runs_the_model_on_the_wall_clock() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["simulate", "--engine", "sglang"], "simulators exist for vllm, tgi"),
+        (["simulate", "--engine", "mlc-llm"], "simulators exist for vllm, tgi, sglang"),
         (["simulate", "--engine", "vllm", "--listen", "nowhere"], "expected HOST:PORT"),
         (["simulate", "--engine", "vllm", "--profile", "spiky"], "unknown load profile"),
         (["simulate", "--engine", "tgi", "--data-parallel", "2"], "no data parallelism"),
