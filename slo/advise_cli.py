@@ -3,7 +3,7 @@ engine's `/metrics` (the embedded default for one engine and no monitoring stack
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +107,8 @@ def from_upstream(
     from inferwatch.slo.rule_inputs import Inputs
 
     _validate(namespace, deployment)
+    # The sidecar's code logs upstream transitions; the report says what matters instead.
+    logging.getLogger("inferwatch.exporter").setLevel(logging.ERROR)
     if interval > window:
         raise AdviseError(f"--interval ({interval:g}s) is longer than --window ({window:g}s)")
     if engine != "auto":
@@ -123,10 +125,8 @@ def from_upstream(
             sys.stderr.flush()
 
     try:
-        pages, engine_name, found_model, notes = asyncio.run(
-            sampling.sample_pages(
-                upstream, window, interval, dcgm=dcgm, engine=engine, model=model, on_page=tick
-            )
+        pages, engine_name, found_model, notes = sampling.sample_pages(
+            upstream, window, interval, dcgm=dcgm, engine=engine, model=model, on_page=tick
         )
     except sampling.UpstreamError as exc:
         raise AdviseError(str(exc)) from None

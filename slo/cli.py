@@ -226,19 +226,24 @@ def _settings_error(exc: Any) -> str:
 # ---- inferwatch advise ----------------------------------------------------------------------
 
 
+_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def _seconds(flag: str, text: str) -> float:
+    """`60s`, `0.5s`, `500ms`, `5m`, `1h30m` or plain seconds."""
     from inferwatch.alerts import promql
 
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        value = float(text)
-    else:
-        try:
+    simple = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text)
+    try:
+        if simple:
+            value = float(simple.group(1)) * _UNITS[simple.group(2) or ""]
+        else:
             value = float(promql.seconds(promql.validate_duration(text)))
-        except ValueError:
-            raise _fail(
-                "advise", f"{flag} {text!r}: expected a duration such as 60s, 5m, 1h"
-            ) from None
+    except ValueError:
+        raise _fail(
+            "advise", f"{flag} {text!r}: expected a duration such as 60s, 0.5s, 5m, 1h"
+        ) from None
     if value <= 0:
         raise _fail("advise", f"{flag} {text!r}: must be positive")
     return value
@@ -296,7 +301,7 @@ def advise(
                 config=config,
                 kubernetes=kubernetes,
                 kubeconfig=kubeconfig,
-                progress=not as_json,
+                progress=not as_json and sys.stderr.isatty(),
             )
         else:
             items = advise_cli.from_prometheus(

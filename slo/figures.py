@@ -40,7 +40,7 @@ class Evidence(BaseModel):
 
     name: str
     promql: str
-    value: float | None
+    value: float | str | None  # text for a stated setting such as kv_cache_dtype="auto"
     unit: str = ""
     source: str = "prometheus"
     note: str = ""
@@ -257,7 +257,9 @@ class Figures:
     def _labels(self) -> tuple[str, ...]:
         return GROUP if self.source == "prometheus" else ()
 
-    def _evidence(self, name: str, expr: str, value: float | None, unit: str = "") -> Evidence:
+    def _evidence(
+        self, name: str, expr: str, value: float | str | None, unit: str = ""
+    ) -> Evidence:
         if self.source == "prometheus":
             return Evidence(name=name, promql=expr, value=value, unit=unit)
         where = (
@@ -315,10 +317,11 @@ class Figures:
     def evidence_info(self, label: str) -> Evidence:
         expr = queries.engine_info(self.window, self.target.matchers())
         raw = self.info.get(label)
+        value: float | str | None
         try:
             value = float(raw) if raw is not None else None
         except ValueError:
-            value = None
+            value = raw
         ev = self._evidence(f"llm_engine_info label {label}", expr, value)
         ev.note = f"the value is the `{label}` label of these series" + (
             f"; {ev.note}" if ev.note else ""

@@ -9,17 +9,13 @@ same relation points as Prometheus' steps, each over one interval.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import math
 import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from inferwatch import schema
 from inferwatch.alerts import promql
 from inferwatch.exporters import registry
 from inferwatch.exporters.normalize import Context, Result, parse_labels
@@ -35,11 +31,6 @@ from inferwatch.slo.figures import (
     merge_buckets,
     parse_le,
 )
-
-if TYPE_CHECKING:
-    import aiohttp
-
-    from inferwatch.exporters.sources import PageSource
 
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$")
@@ -77,7 +68,7 @@ def _window_text(seconds: float) -> str:
     return f"{math.ceil(seconds)}s"
 
 
-async def sample_pages(
+def sample_pages(
     upstream: str,
     window: float,
     interval: float,
@@ -90,15 +81,12 @@ async def sample_pages(
 ) -> tuple[list[Page], str, str | None, list[str]]:
     """Fetch the pages: (pages, engine name, model, notes). UpstreamError when the first
     fetch fails, so a wrong URL is reported at once."""
-    import aiohttp
-
-    from inferwatch.exporters.sources import PageSource, metrics_url
+    from inferwatch.exporters.sources import EngineInfo, PageSource, metrics_url
 
     base, url = metrics_url(upstream)
     adapter = None if engine == "auto" else registry.get(engine)
-    ctx = Context(model=model)
     source = PageSource(
-        "engine", url, adapter, ctx, max_bytes=MAX_PAGE_BYTES, page_gpus=dcgm is None
+        "engine", url, adapter, Context(model=model), max_bytes=MAX_PAGE_BYTES, page_gpus=not dcgm
     )
     gpu_source = None
     if dcgm:
@@ -113,58 +101,30 @@ async def sample_pages(
     notes: list[str] = []
     pages: list[Page] = []
     count = max(2, round(window / interval) + 1)
-    connector = aiohttp.TCPConnector(limit=4)
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        start = time.monotonic()
-        for i in range(count):
-            due = start + i * interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            got = await source.collect(session, timeout)
-            if not got.up:
-                if i == 0:
-                    raise UpstreamError(f"cannot read {url}: {got.error}")
-                notes.append(f"page {i + 1} of {url} failed ({got.error}); skipped")
-                continue
+    start = time.monotonic()
+    for i in range(count):
+        time.sleep(max(0.0, start + i * interval - time.monotonic()))
+        got = source.collect(timeout)
+        if not got.up:
             if i == 0:
-                await _engine_info(session, source, base, model, timeout)
-            results = list(got.results)
-            if gpu_source is not None:
-                gpu = await gpu_source.collect(session, timeout)
-                if gpu.up:
-                    results += gpu.results
-                elif i == 0:
-                    notes.append(f"dcgm-exporter at {dcgm} could not be read ({gpu.error})")
-            pages.append(Page(time.time(), parse_samples(results)))
-            if on_page is not None:
-                on_page(i + 1, count)
+                raise UpstreamError(f"cannot read {url}: {got.error}")
+            notes.append(f"page {i + 1} of {url} failed ({got.error}); skipped")
+            continue
+        if i == 0:
+            # The engine's /version, /v1/models or /info: stated configuration, before reducing.
+            EngineInfo(source, base, model).refresh()
+        results = list(got.results)
+        if gpu_source is not None:
+            gpu = gpu_source.collect(timeout)
+            if gpu.up:
+                results += gpu.results
+            elif i == 0:
+                notes.append(f"dcgm-exporter at {dcgm} could not be read ({gpu.error})")
+        pages.append(Page(time.time(), parse_samples(results)))
+        if on_page is not None:
+            on_page(i + 1, count)
     name = source.adapter.name if source.adapter else "unknown"
     return pages, name, source.ctx.model, notes
-
-
-async def _engine_info(
-    session: aiohttp.ClientSession, source: PageSource, base: str, model: str | None, timeout: float
-) -> None:
-    """What the engine's info endpoints state (vLLM's version and max_model_len, TGI's limits),
-    as the sidecar adds it to `llm_engine_info`."""
-    from inferwatch.exporters.fetch import fetch_json
-
-    adapter = source.adapter
-    if adapter is None:
-        return
-    found_model, info = None, {}
-    for endpoint in adapter.info_endpoints:
-        doc = await fetch_json(session, base + endpoint.path, timeout=timeout)
-        if doc is not None:
-            stated_model, stated = endpoint.parse(doc)
-            found_model = found_model or stated_model
-            info.update(stated)
-    source.set_context(
-        dataclasses.replace(
-            source.ctx,
-            model=model or found_model or source.ctx.model,
-            info={k: v for k, v in info.items() if k in schema.ENGINE_INFO_LABELS},
-        )
-    )
 
 
 def reduce(

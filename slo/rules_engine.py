@@ -87,7 +87,10 @@ def _kv_thrashing(x: Inputs) -> tuple[float, float, float] | None:
     fig = x.figures
     kv95 = fig.gauge("kv_cache_usage", "p95")
     preempted, requests = fig.counters.get("preemptions"), fig.requests
+    # A preemption share needs enough requests to mean anything (the gaps say so).
     if kv95 is None or kv95 < KV_SATURATED or preempted is None or not requests:
+        return None
+    if requests < MIN_REQUESTS:
         return None
     if preempted <= 0 or preempted / requests < PREEMPTION_SHARE:
         return None
