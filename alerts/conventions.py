@@ -135,9 +135,15 @@ SLO_ERROR_BUDGET_REMAINING = record("slo", "error_budget_remaining", "ratio")
 
 GROUP_MODEL_RULES = "inferwatch.model.rules"
 GROUP_POD_RULES = "inferwatch.pod.rules"
+GROUP_GPU_RULES = "inferwatch.gpu.rules"
 GROUP_ENGINE_ALERTS = "inferwatch.engine.alerts"
 GROUP_GPU_ALERTS = "inferwatch.gpu.alerts"
 GROUP_HEALTH_ALERTS = "inferwatch.health.alerts"
+
+
+def histogram_group(family: str) -> str:
+    """One group per histogram: its bucket rates are the costliest rules at fleet scale."""
+    return f"inferwatch.model.{schema.family(family).name}.rules"
 
 
 def slo_group(slo: str) -> str:

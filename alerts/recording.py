@@ -26,54 +26,72 @@ def _gauge(level_labels: tuple[str, ...], op: str, family: str, selector: str) -
 def model_group(config: AlertConfig) -> Group:
     sel = config.selector
     labels = c.MODEL_LABELS
-    rules: list[Recording] = [
-        Recording(
-            c.MODEL_REQUESTS_FINISHED_RATE,
-            q.rate_sum("llm_requests_finished_total", [*labels, "reason"], W, sel),
-        ),
-        Recording(c.MODEL_REQUEST_ERROR_RATIO, q.error_ratio(labels, W, config.error_reasons, sel)),
-        Recording(
-            c.MODEL_PROMPT_TOKENS_RATE, q.rate_sum("llm_prompt_tokens_total", labels, W, sel)
-        ),
-        Recording(
-            c.MODEL_GENERATION_TOKENS_RATE,
-            q.rate_sum("llm_generation_tokens_total", labels, W, sel),
-        ),
-        Recording(c.MODEL_PREEMPTIONS_RATE, q.rate_sum("llm_preemptions_total", labels, W, sel)),
-        Recording(
-            c.MODEL_PREFIX_CACHE_HIT_RATIO,
-            q.rate_sum("llm_prefix_cache_hits_total", labels, W, sel)
-            + "\n/\n"
-            + q.rate_sum("llm_prefix_cache_queries_total", labels, W, sel),
-        ),
-        Recording(c.MODEL_REQUESTS_RUNNING, _gauge(labels, "sum", "llm_requests_running", sel)),
-        Recording(c.MODEL_REQUESTS_WAITING, _gauge(labels, "sum", "llm_requests_waiting", sel)),
-        Recording(c.MODEL_KV_CACHE_USAGE, _gauge(labels, "avg", "llm_kv_cache_usage_ratio", sel)),
-    ]
-    for family in c.LATENCY_HISTOGRAMS:
-        rules.append(
+    finished = c.MODEL_REQUESTS_FINISHED_RATE
+    errors = promql.series(finished, q.reasons_matcher(config.error_reasons))
+    by = q.by(labels)
+    return Group(
+        c.GROUP_MODEL_RULES,
+        (
             Recording(
-                c.bucket_rate(family), q.rate_sum(family, [*labels, "le"], W, sel, suffix="_bucket")
-            )
+                finished, q.rate_sum("llm_requests_finished_total", [*labels, "reason"], W, sel)
+            ),
+            # From the rate just recorded: zero, not absent, while no request has failed yet.
+            Recording(
+                c.MODEL_REQUEST_ERROR_RATIO,
+                f"(\n  sum {by} ({errors})\n  or\n  0 * sum {by} ({finished})\n)\n/\n"
+                f"sum {by} ({finished})",
+            ),
+            Recording(
+                c.MODEL_PROMPT_TOKENS_RATE, q.rate_sum("llm_prompt_tokens_total", labels, W, sel)
+            ),
+            Recording(
+                c.MODEL_GENERATION_TOKENS_RATE,
+                q.rate_sum("llm_generation_tokens_total", labels, W, sel),
+            ),
+            Recording(
+                c.MODEL_PREEMPTIONS_RATE, q.rate_sum("llm_preemptions_total", labels, W, sel)
+            ),
+            Recording(
+                c.MODEL_PREFIX_CACHE_HIT_RATIO,
+                q.rate_sum("llm_prefix_cache_hits_total", labels, W, sel)
+                + "\n/\n"
+                + q.rate_sum("llm_prefix_cache_queries_total", labels, W, sel),
+            ),
+            Recording(c.MODEL_REQUESTS_RUNNING, _gauge(labels, "sum", "llm_requests_running", sel)),
+            Recording(c.MODEL_REQUESTS_WAITING, _gauge(labels, "sum", "llm_requests_waiting", sel)),
+            Recording(
+                c.MODEL_KV_CACHE_USAGE, _gauge(labels, "avg", "llm_kv_cache_usage_ratio", sel)
+            ),
+        ),
+    )
+
+
+def histogram_group(family: str, config: AlertConfig) -> Group:
+    """Bucket rates per model from the raw series, then everything else from those."""
+    buckets = c.bucket_rate(family)
+    rules = [
+        Recording(
+            buckets,
+            q.rate_sum(family, [*c.MODEL_LABELS, "le"], W, config.selector, suffix="_bucket"),
+        ),
+        # The +Inf bucket counts every observation: the count rate without reading `_count`.
+        Recording(
+            c.count_rate(family),
+            f"sum without (le) ({promql.series(buckets, promql.eq('le', '+Inf'))})",
+        ),
+    ]
+    rules += [
+        Recording(
+            c.quantile(family, quantile),
+            f"histogram_quantile({promql.number(quantile)}, {buckets})",
         )
-        rules.append(
-            Recording(c.count_rate(family), q.rate_sum(family, labels, W, sel, suffix="_count"))
-        )
-        for quantile in c.QUANTILES:
-            rules.append(
-                Recording(
-                    c.quantile(family, quantile),
-                    f"histogram_quantile({promql.number(quantile)}, {c.bucket_rate(family)})",
-                )
-            )
-    return Group(c.GROUP_MODEL_RULES, tuple(rules))
+        for quantile in c.QUANTILES
+    ]
+    return Group(c.histogram_group(family), tuple(rules))
 
 
 def pod_group(config: AlertConfig) -> Group:
     sel = config.selector
-    used = promql.series(schema.family("llm_gpu_memory_used_bytes").name, sel)
-    free = promql.series(schema.family("llm_gpu_memory_free_bytes").name, sel)
-    gpu = q.by(c.GPU_LABELS)
     return Group(
         c.GROUP_POD_RULES,
         (
@@ -87,11 +105,6 @@ def pod_group(config: AlertConfig) -> Group:
                 c.POD_PREEMPTIONS_RATE, q.rate_sum("llm_preemptions_total", c.POD_LABELS, W, sel)
             ),
             Recording(
-                c.GPU_MEMORY_USED_RATIO,
-                f"sum {gpu} ({used})\n/\n(sum {gpu} ({used}) + sum {gpu} ({free}))",
-            ),
-            Recording(c.GPU_XID, f"max {gpu} ({promql.series('llm_gpu_xid_errors', sel)})"),
-            Recording(
                 c.POD_GPU_UTILIZATION,
                 # MIG instances report no GPU_UTIL: fall back to the engine-activity ratio.
                 _gauge(c.POD_LABELS, "avg", "llm_gpu_utilization_ratio", sel)
@@ -102,5 +115,27 @@ def pod_group(config: AlertConfig) -> Group:
     )
 
 
+def gpu_group(config: AlertConfig) -> Group:
+    sel = config.selector
+    used = promql.series(schema.family("llm_gpu_memory_used_bytes").name, sel)
+    free = promql.series(schema.family("llm_gpu_memory_free_bytes").name, sel)
+    gpu = q.by(c.GPU_LABELS)
+    return Group(
+        c.GROUP_GPU_RULES,
+        (
+            Recording(
+                c.GPU_MEMORY_USED_RATIO,
+                f"sum {gpu} ({used})\n/\n(sum {gpu} ({used}) + sum {gpu} ({free}))",
+            ),
+            Recording(c.GPU_XID, f"max {gpu} ({promql.series('llm_gpu_xid_errors', sel)})"),
+        ),
+    )
+
+
 def groups(config: AlertConfig) -> tuple[Group, ...]:
-    return (model_group(config), pod_group(config))
+    return (
+        model_group(config),
+        *(histogram_group(family, config) for family in c.LATENCY_HISTOGRAMS),
+        pod_group(config),
+        gpu_group(config),
+    )
