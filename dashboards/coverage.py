@@ -41,7 +41,7 @@ def families_in(expr: str) -> frozenset[str]:
     """
     known = _sample_to_family()
     found: set[str] = set()
-    for token in _IDENTIFIER.findall(_strip_strings(expr)):
+    for token in _IDENTIFIER.findall(strip_strings(expr)):
         family = known.get(token)
         if family is not None:
             found.add(family)
@@ -50,7 +50,7 @@ def families_in(expr: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _strip_strings(expr: str) -> str:
+def strip_strings(expr: str) -> str:
     """The expression without its string literals (label values may contain anything)."""
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
 
@@ -58,25 +58,35 @@ def _strip_strings(expr: str) -> str:
 def unreported(families: frozenset[str]) -> dict[str, tuple[str, ...]]:
     """Engine title -> the given engine families it does not report, for every engine lacking any.
 
-    GPU families are reported by the GPU source (dcgm-exporter) whatever the engine, so they
-    never make an engine "not reporting".
+    An adapter's variant (a server or build of the engine that lacks some of its sources, e.g.
+    TensorRT-LLM on Triton) is listed under its own title with what only it lacks. GPU families
+    are reported by the GPU source (dcgm-exporter) whatever the engine, so they never make an
+    engine "not reporting".
     """
+    engine_families = [
+        name for name in sorted(families) if schema.family(name).group is schema.Group.ENGINE
+    ]
     missing: dict[str, tuple[str, ...]] = {}
     for adapter in registry.ENGINE_ADAPTERS:
-        lacking = tuple(
-            name
-            for name in sorted(families)
-            if schema.family(name).group is schema.Group.ENGINE and adapter.concept(name) is None
-        )
+        lacking = tuple(name for name in engine_families if adapter.concept(name) is None)
         if lacking:
             missing[adapter.title] = lacking
+        for variant in adapter.variants:
+            gaps = tuple(
+                name
+                for name in engine_families
+                if (concept := adapter.concept(name)) is not None and not variant.reports(concept)
+            )
+            if gaps:
+                missing[variant.title] = gaps
     return missing
 
 
 def engine_name(title: str) -> str:
-    """The `engine` label value of an adapter, from the title a note shows."""
+    """The `engine` label value of an adapter, from the title a note shows (its own, or one of
+    its variants')."""
     for adapter in registry.ENGINE_ADAPTERS:
-        if adapter.title == title:
+        if title == adapter.title or title in (v.title for v in adapter.variants):
             return adapter.name
     raise KeyError(f"no engine adapter titled {title!r}")
 

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from inferwatch import schema
 from inferwatch.dashboards import coverage, variables
 from inferwatch.dashboards.style import DATASOURCE_VARIABLE, GRID_WIDTH
 
@@ -49,6 +51,23 @@ def _id_problems(dashboard: Mapping[str, Any]) -> list[str]:
             problems.append(f"panels {seen[pid]!r} and {title!r} share id {pid}")
         seen[pid] = title
     return problems
+
+
+_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
+_SOURCE_MATCHER = re.compile(rf"\b{schema.SOURCE_LABEL}\s*(=|!=|=~|!~)")
+
+
+def source_problems(expr: str) -> list[str]:
+    """Selectors of a family the proxy mode also measures that do not say which source they
+    read: without one, a request counted by an engine and by a proxy in front of it adds up
+    twice (`promql.one_source` writes them)."""
+    measured = {sample for f in schema.PROXY_FAMILIES for sample in f.sample_names}
+    text = coverage.strip_strings(expr)
+    return [
+        f"{m.group(1)} is read without a `{schema.SOURCE_LABEL}` matcher"
+        for m in _SELECTOR.finditer(text)
+        if m.group(1) in measured and not _SOURCE_MATCHER.search(m.group(2) or "")
+    ]
 
 
 def _variable_problems(dashboard: Mapping[str, Any]) -> list[str]:
@@ -97,6 +116,7 @@ def _variable_problems(dashboard: Mapping[str, Any]) -> list[str]:
                 coverage.families_in(target.get("expr", ""))
             except coverage.UnknownMetricError as exc:
                 problems.append(f"{where}: {exc}")
+            problems += [f"{where}: {p}" for p in source_problems(target.get("expr", ""))]
     return problems
 
 

@@ -1,20 +1,24 @@
 """PromQL for the dashboards, built from the normalized schema's family names.
 
 Every helper takes a family name, checks it against `inferwatch.schema` (name and kind), and
-returns text. Two rules live here and nowhere else:
+returns text. Three rules live here and nowhere else:
 
 - quantiles aggregate `sum by (le, engine, ...)`: bucket boundaries are the engine's own, so
   buckets of different engines are never added together;
 - ratios divide by `(denominator > 0)`, so an idle deployment shows no value instead of NaN,
-  and an error ratio counts "no error series yet" as zero errors, not as no data.
+  and an error ratio counts "no error series yet" as zero errors, not as no data;
+- a family the sidecar's proxy mode also measures is read from the engine's own series
+  (`source!="proxy"`), plus the proxy's (`source="proxy"`) for the engines that have no other
+  (Ollama): a request counted by an engine and by a proxy in front of it counts once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inferwatch import schema
+from inferwatch.exporters import registry
 
 # Grafana's rate window: at least four scrape intervals, so a rate always has two samples.
 RATE_WINDOW = "$__rate_interval"
@@ -61,9 +65,31 @@ def _family(name: str, *kinds: schema.Kind) -> schema.Family:
     return fam
 
 
+ENGINE_SIDE = f'{schema.SOURCE_LABEL}!="{schema.PROXY_SOURCE}"'
+PROXY_SIDE = f'{schema.SOURCE_LABEL}="{schema.PROXY_SOURCE}"'
+
+
+def one_source(name: str, scope: Scope, extra: Sequence[str], read: Callable[[str], str]) -> str:
+    """`read(selector)` of family `name`, counting each request once.
+
+    For a family the proxy measures: `read` of the engine-side series, `or` of the proxy's
+    series of the engines that have no other (their label sets differ by `source`, so `or`
+    keeps both).
+    """
+    fam = schema.family(name)
+    if fam not in schema.PROXY_FAMILIES:
+        return read(scope.sel(*extra))
+    own = read(scope.sel(*extra, ENGINE_SIDE))
+    engines = registry.proxy_only(name)
+    if not engines:
+        return own
+    proxied = read(scope.sel(*extra, PROXY_SIDE, f'engine=~"{"|".join(engines)}"'))
+    return f"({own} or {proxied})"
+
+
 def gauge(name: str, scope: Scope, *extra: str) -> str:
     _family(name, schema.Kind.GAUGE)
-    return f"{name}{scope.sel(*extra)}"
+    return one_source(name, scope, extra, lambda sel: f"{name}{sel}")
 
 
 def agg_gauge(op: str, name: str, group: Sequence[str], scope: Scope, *extra: str) -> str:
@@ -75,7 +101,7 @@ def rate(name: str, scope: Scope, *extra: str, window: str = RATE_WINDOW) -> str
     """`rate()` of a counter, or of a histogram's `_count` when given a histogram."""
     fam = _family(name, schema.Kind.COUNTER, schema.Kind.HISTOGRAM)
     sample = f"{name}_count" if fam.kind is schema.Kind.HISTOGRAM else name
-    return f"rate({sample}{scope.sel(*extra)}[{window}])"
+    return one_source(name, scope, extra, lambda sel: f"rate({sample}{sel}[{window}])")
 
 
 def sum_rate(
@@ -93,22 +119,28 @@ def quantile(
 ) -> str:
     """The q-quantile of a histogram over `window`, per `group` and never across engines."""
     _family(name, schema.Kind.HISTOGRAM)
-    buckets = f"rate({name}_bucket{scope.sel()}[{window}])"
+    buckets = one_source(name, scope, (), lambda sel: f"rate({name}_bucket{sel}[{window}])")
     return f"histogram_quantile({q:g}, {agg('sum', _quantile_group(group), buckets)})"
 
 
 def mean(name: str, group: Sequence[str], scope: Scope, window: str = RATE_WINDOW) -> str:
     """A histogram's mean over `window`: rate of `_sum` over rate of `_count`."""
     _family(name, schema.Kind.HISTOGRAM)
-    total = agg("sum", group, f"rate({name}_sum{scope.sel()}[{window}])")
-    count = agg("sum", group, f"rate({name}_count{scope.sel()}[{window}])")
+    total = agg(
+        "sum", group, one_source(name, scope, (), lambda s: f"rate({name}_sum{s}[{window}])")
+    )
+    count = agg(
+        "sum", group, one_source(name, scope, (), lambda s: f"rate({name}_count{s}[{window}])")
+    )
     return f"{total} / ({count} > 0)"
 
 
 def bucket_increase(name: str, scope: Scope) -> str:
     """Requests per bucket and interval, for a heatmap (one engine: its own buckets)."""
     _family(name, schema.Kind.HISTOGRAM)
-    increase = f"increase({name}_bucket{scope.sel()}[{RATE_WINDOW}])"
+    increase = one_source(
+        name, scope, (), lambda sel: f"increase({name}_bucket{sel}[{RATE_WINDOW}])"
+    )
     return agg("sum", _quantile_group(()), increase)
 
 
@@ -127,12 +159,22 @@ def error_ratio(group: Sequence[str], scope: Scope, window: str = RATE_WINDOW) -
     return ratio(f"({errors} or 0 * {total})", total)
 
 
+def pod_engine(engine_scope: Scope) -> str:
+    """One series per pod from `llm_engine_info`: its engine, and its model where it serves
+    one. A pod serving several models (Triton) has GPUs that are the pod's, not one model's:
+    its series carries no `model`."""
+    info = gauge("llm_engine_info", engine_scope)
+    by_model = f"max by (namespace, pod, engine, model) ({info})"
+    several = f"count by (namespace, pod) ({by_model}) > 1"
+    by_pod = f"max by (namespace, pod, engine) ({info})"
+    return f"(({by_model} unless on (namespace, pod) ({several})) or on (namespace, pod) {by_pod})"
+
+
 def gpu_of_engine(expr: str, engine_scope: Scope) -> str:
     """GPU series joined to the engine of their pod.
 
     GPU and engine series come from the same sidecar target, so they share `namespace` and
-    `pod`; `llm_engine_info` (one series per pod after `max by`) brings `engine` and `model`
-    and keeps only the pods of the selected engines.
+    `pod`; `pod_engine` (one series per pod) brings `engine` and `model` and keeps only the
+    pods of the selected engines.
     """
-    info = f"max by (namespace, pod, engine, model) ({gauge('llm_engine_info', engine_scope)})"
-    return f"{expr} * on (namespace, pod) group_left (engine, model) {info}"
+    return f"{expr} * on (namespace, pod) group_left (engine, model) {pod_engine(engine_scope)}"

@@ -103,6 +103,21 @@ class InfoEndpoint:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A server or build an adapter covers that never exposes some of its sources (TensorRT-LLM
+    on Triton has none of trtllm-serve's histograms): the dashboards' notes name it."""
+
+    title: str
+    lacks: tuple[str, ...]  # upstream sample names, or name prefixes, it never exposes
+
+    def reports(self, concept: Concept) -> bool:
+        """Whether this variant feeds `concept` (a concept from an info endpoint always does)."""
+        if not concept.sources:
+            return True
+        return any(not s.sample.startswith(self.lacks) for s in concept.sources)
+
+
+@dataclass(frozen=True)
 class Adapter:
     """Everything the sidecar knows about one engine (or about DCGM), as data."""
 
@@ -119,6 +134,9 @@ class Adapter:
     info_derive: Callable[[dict[str, str]], dict[str, str]] | None = None
     rank_note: str = ""
     notes: tuple[str, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    # One server serves several models (Triton): `llm_engine_info` is stated for each.
+    several_models: bool = False
 
     def concept(self, family: str) -> Concept | None:
         for c in self.concepts:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source
+from inferwatch.exporters.adapter import Adapter, Concept, InfoEndpoint, Source, Variant
 from inferwatch.schema import Group, Kind
 
 G, C = Kind.GAUGE, Kind.COUNTER
@@ -93,4 +93,5 @@ ADAPTER = Adapter(
         "`n_decode_total`, and the old `kv_cache_tokens` (a count with no capacity beside it).",
         "Absent: every latency histogram, request outcomes, preemptions, prefix caching.",
     ),
+    variants=(Variant("llama.cpp after PR #13660", lacks=("llamacpp:kv_cache_usage_ratio",)),),
 )

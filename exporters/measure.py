@@ -61,7 +61,7 @@ GENERATION_PATHS: dict[str, str] = {
 }
 # The sidecar's own paths, never forwarded.
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
-SOURCE_LABEL = ("source", "proxy")
+SOURCE_LABEL = (schema.SOURCE_LABEL, schema.PROXY_SOURCE)
 # A non-streamed answer is parsed for its token counts only up to this size (it is always
 # forwarded whole).
 MAX_PARSED_BYTES = 8 * 1024 * 1024

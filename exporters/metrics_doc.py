@@ -99,6 +99,34 @@ def _shared_labels(adapter: Adapter) -> dict[str, str]:
     return {k: v for k, v in maps[0].items() if all(m.get(k) == v for m in maps[1:])}
 
 
+def _proxy_section() -> list[str]:
+    """The `source` label and how queries count a request measured twice."""
+    label = f'`{schema.SOURCE_LABEL}="{schema.PROXY_SOURCE}"`'
+    families = ", ".join(f"`{f.name}`" for f in schema.PROXY_FAMILIES)
+    only = sorted({e for f in schema.PROXY_FAMILIES for e in registry.proxy_only(f.name)})
+    titles = ", ".join(registry.get(e).title for e in only) or "none"
+    return [
+        "### Figures measured by the proxy",
+        "",
+        f"In proxy mode (`inferwatch exporter --proxy`) the sidecar measures {families} from "
+        f"the requests it forwards, and labels those series {label}; series read from an "
+        f"engine's own /metrics carry no `{schema.SOURCE_LABEL}`. An engine that has its own "
+        "/metrics and a proxy in front of it therefore reports each of its requests twice, as "
+        "two series that differ by that label.",
+        "",
+        "A query over these families counts each request once by reading the engine's own "
+        f'series (`{schema.SOURCE_LABEL}!="{schema.PROXY_SOURCE}"`), and the proxy\'s only for '
+        f"the engines that have no other figures of the family ({titles}: no /metrics at "
+        "all); one that sums them over a pod with both, without a "
+        f"`{schema.SOURCE_LABEL}` matcher, counts its requests twice. The dashboards' queries "
+        "are written so (`dashboards/promql.py`; their lint refuses a selector of these "
+        "families without the matcher). The proxy's series of an engine with /metrics stay "
+        "available for a client-side view: they include the time spent in the network and in "
+        "the proxy.",
+        "",
+    ]
+
+
 def render() -> str:
     engines = registry.ENGINE_ADAPTERS
     lines = [
@@ -111,6 +139,7 @@ def render() -> str:
         + ", ".join(f"`{label}`" for label in schema.ENGINE_INFO_LABELS)
         + ".",
         "",
+        *_proxy_section(),
         "The exporter's own health: "
         + ", ".join(f"`{f.name}`" for f in schema.EXPORTER_FAMILIES)
         + ".",

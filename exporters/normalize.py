@@ -452,22 +452,40 @@ def render(results: Iterable[Result], ctx: Context, extra: str = "") -> str:
     return text + extra
 
 
+def _page_models(result: Result) -> list[str]:
+    """The models a page's series are labelled with, in order of appearance."""
+    models: dict[str, None] = {}
+    for family, samples in result.families.items():
+        if family == "llm_engine_info":
+            continue
+        for slot in samples.values():
+            models[slot[1].model] = None
+    return [m for m in models if m is not None]
+
+
 def engine_info(result: Result, adapter: Adapter, ctx: Context) -> None:
-    """Make sure an engine page states `llm_engine_info`, with what the info endpoint said."""
+    """Make sure an engine page states `llm_engine_info`, with what the info endpoint said.
+
+    A server of several models (Triton) states one series per model on its page, each with
+    the server's configuration; any other engine's belongs to the model its page names first.
+    """
     if adapter.group is not schema.Group.ENGINE:
         return
-    model = result.model or escape_label(ctx.model or "unknown")
+    models = _page_models(result) if adapter.several_models else []
+    if not models:
+        models = [result.model or escape_label(ctx.model or "unknown")]
     extra = {k: escape_label(v) for k, v in ctx.info.items() if v not in _UNSET_VALUES}
     stated = [slot[1].info for slot in result.families.get("llm_engine_info", {}).values()]
     fixed: dict[str, list] = {}
-    for upstream in stated or [{"engine": adapter.name}]:
-        # Info metrics carry no model label: they belong to the page's model.
-        labels = {"engine": adapter.name, "model": model}
-        labels.update({k: v for k, v in upstream.items() if k not in ("engine", "model")})
-        for k, v in extra.items():
-            labels.setdefault(k, v)
-        if adapter.info_derive is not None:
-            labels.update(adapter.info_derive(labels))
-        prefix = f"llm_engine_info{{{label_body(labels)}}} "
-        fixed[prefix] = ["1", None, 0]
+    for model in models:
+        for upstream in stated or [{"engine": adapter.name}]:
+            # Info metrics carry no model label: they belong to the page's models.
+            labels = {"engine": adapter.name, "model": model}
+            labels.update({k: v for k, v in upstream.items() if k not in ("engine", "model")})
+            for k, v in extra.items():
+                labels.setdefault(k, v)
+            if adapter.info_derive is not None:
+                labels.update(adapter.info_derive(labels))
+            prefix = f"llm_engine_info{{{label_body(labels)}}} "
+            fixed[prefix] = ["1", None, 0]
     result.families["llm_engine_info"] = fixed

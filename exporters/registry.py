@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from inferwatch import schema
 from inferwatch.exporters import dcgm, llamacpp, ollama, sglang, tgi, triton, trtllm, vllm
 from inferwatch.exporters.adapter import Adapter
 
@@ -25,6 +26,20 @@ PAGE_GPU_ADAPTERS: dict[str, Adapter] = {
     triton.ADAPTER.name: triton.GPU_ADAPTER,
 }
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (*ENGINE_ADAPTERS, *GPU_ADAPTERS)}
+
+
+def proxy_only(family: str) -> tuple[str, ...]:
+    """Engines whose only figures of `family` are measured by the sidecar's proxy mode (Ollama,
+    which has no /metrics): for them, the `source="proxy"` series are the engine's figures."""
+    return tuple(
+        adapter.name
+        for adapter in ENGINE_ADAPTERS
+        if (concept := adapter.concept(family)) is not None
+        and concept.sources
+        and all(
+            s.set_labels.get(schema.SOURCE_LABEL) == schema.PROXY_SOURCE for s in concept.sources
+        )
+    )
 
 
 class DetectionError(ValueError):

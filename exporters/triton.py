@@ -90,6 +90,7 @@ ADAPTER = Adapter(
     detect=("nv_inference_", "nv_gpu_", "nv_cpu_"),
     model_label="model",
     versions="Triton 23.x-25.x per-model metrics (any backend)",
+    several_models=True,
     rank_note="Triton reports per model, not per replica: no ranks. A model's instances "
     "(`instance_group`) share its series.",
     concepts=(

@@ -19,7 +19,7 @@ labelled `model_name`.
 from __future__ import annotations
 
 from inferwatch.exporters import triton
-from inferwatch.exporters.adapter import Adapter, Concept, Source
+from inferwatch.exporters.adapter import Adapter, Concept, Source, Variant
 from inferwatch.schema import Group, Kind
 
 G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
@@ -49,6 +49,7 @@ ADAPTER = Adapter(
     group=Group.ENGINE,
     detect=("nv_trt_llm_", "trtllm_"),
     model_label="model_name",
+    several_models=True,
     versions="Triton `tensorrtllm_backend` 0.x (custom metrics, with Triton 23.12+ core "
     "metrics), `trtllm-serve` 1.x (`trtllm_*`)",
     rank_note="Neither server reports ranks: TensorRT-LLM's tensor- and pipeline-parallel "
@@ -194,5 +195,9 @@ ADAPTER = Adapter(
         "TensorRT-LLM reports neither inter-token latency nor preemptions.",
         "A Triton page without `nv_trt_llm_*` (before the first iteration, or Triton before "
         "23.12) is detected as plain Triton: pass `--engine trtllm` to pin it.",
+    ),
+    variants=(
+        Variant("TensorRT-LLM on Triton", lacks=("trtllm_",)),
+        Variant("trtllm-serve", lacks=("nv_",)),
     ),
 )

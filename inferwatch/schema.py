@@ -32,6 +32,11 @@ TARGET_LABELS: tuple[str, ...] = ("namespace", "pod", "container", "deployment")
 RANK_LABEL = "rank"
 # MIG instance id on GPU series, so two instances of one GPU never collide.
 GPU_INSTANCE_LABEL = "gpu_instance"
+# On series the sidecar's proxy mode measures from the requests it forwards, rather than reads
+# from the engine's /metrics: `source="proxy"`. Engine-side series carry no `source`, so a
+# request counted by both an engine and a proxy in front of it is two series, never one sum.
+SOURCE_LABEL = "source"
+PROXY_SOURCE = "proxy"
 
 ENGINES: tuple[str, ...] = ("vllm", "tgi", "sglang", "trtllm", "triton", "llamacpp", "ollama")
 FINISH_REASONS: tuple[str, ...] = ("stop", "length", "abort", "error")
@@ -81,6 +86,8 @@ class Family:
 
 _E, _G = Group.ENGINE, Group.GPU
 _GPU_OPT = (GPU_INSTANCE_LABEL,)
+# Families the proxy mode measures (exporters/measure.py), which may carry `source`.
+_MEASURED = (RANK_LABEL, SOURCE_LABEL)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -88,6 +95,7 @@ FAMILIES: tuple[Family, ...] = (
         Kind.GAUGE,
         "requests",
         "Requests being processed (in the running batch).",
+        optional_labels=_MEASURED,
     ),
     Family(
         "llm_requests_waiting",
@@ -103,21 +111,28 @@ FAMILIES: tuple[Family, ...] = (
         Kind.HISTOGRAM,
         "seconds",
         "Time to first token, per request.",
+        optional_labels=_MEASURED,
     ),
     Family(
         "llm_inter_token_latency_seconds",
         Kind.HISTOGRAM,
         "seconds",
         "Time between consecutive output tokens, per token.",
+        optional_labels=_MEASURED,
     ),
     Family(
         "llm_time_per_output_token_seconds",
         Kind.HISTOGRAM,
         "seconds",
         "Mean time per output token, per request (TPOT).",
+        optional_labels=_MEASURED,
     ),
     Family(
-        "llm_request_duration_seconds", Kind.HISTOGRAM, "seconds", "End-to-end request latency."
+        "llm_request_duration_seconds",
+        Kind.HISTOGRAM,
+        "seconds",
+        "End-to-end request latency.",
+        optional_labels=_MEASURED,
     ),
     Family(
         "llm_request_queue_duration_seconds",
@@ -125,14 +140,27 @@ FAMILIES: tuple[Family, ...] = (
         "seconds",
         "Time spent waiting before scheduling.",
     ),
-    Family("llm_prompt_tokens_total", Kind.COUNTER, "tokens", "Prompt (prefill) tokens processed."),
-    Family("llm_generation_tokens_total", Kind.COUNTER, "tokens", "Tokens generated."),
+    Family(
+        "llm_prompt_tokens_total",
+        Kind.COUNTER,
+        "tokens",
+        "Prompt (prefill) tokens processed.",
+        optional_labels=_MEASURED,
+    ),
+    Family(
+        "llm_generation_tokens_total",
+        Kind.COUNTER,
+        "tokens",
+        "Tokens generated.",
+        optional_labels=_MEASURED,
+    ),
     Family(
         "llm_requests_finished_total",
         Kind.COUNTER,
         "requests",
         "Finished requests by reason: stop, length, abort, error.",
         labels=("reason",),
+        optional_labels=_MEASURED,
     ),
     Family(
         "llm_preemptions_total",
@@ -246,6 +274,7 @@ BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
 ENGINE_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if f.group is Group.ENGINE)
 GPU_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if f.group is Group.GPU)
 HISTOGRAMS: tuple[Family, ...] = tuple(f for f in FAMILIES if f.kind is Kind.HISTOGRAM)
+PROXY_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if SOURCE_LABEL in f.optional_labels)
 
 # The exporter's own health series.
 EXPORTER_FAMILIES: tuple[Family, ...] = (

@@ -18,7 +18,11 @@ def _listen(value: str) -> tuple[str, int]:
 
 
 def simulate(
-    engine: str = typer.Option(..., "--engine", help="vllm, tgi or dcgm."),
+    engine: str = typer.Option(
+        ...,
+        "--engine",
+        help="vllm, tgi, sglang, trtllm (on Triton), triton, llamacpp, ollama, or dcgm.",
+    ),
     listen: str = typer.Option("127.0.0.1:8000", "--listen", help="HOST:PORT to serve on."),
     profile: str = typer.Option(
         "normal",
@@ -27,10 +31,14 @@ def simulate(
         "or none (only requests sent to the server).",
     ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the profile's rates."),
-    model: str = typer.Option(None, "--model", help="Served model name."),
+    model: list[str] = typer.Option(
+        None, "--model", help="Served model name; repeat it for Triton's several models."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the arrivals and workload."),
     data_parallel: int = typer.Option(
-        1, "--data-parallel", help='vLLM engine cores (ranks `engine="0"`, "1", ...).'
+        1,
+        "--data-parallel",
+        help='Engine ranks: vLLM engine cores (`engine="0"`, "1", ...), SGLang `dp_rank`s.',
     ),
     max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="Largest running batch."),
     kv_cache_tokens: int = typer.Option(None, "--kv-cache-tokens", help="KV-cache capacity."),
@@ -73,10 +81,17 @@ def simulate(
             }
             config = dataclasses.replace(kind.config, **overrides)
             es = catalog.build(
-                engine, model=model, load=load, config=config, ranks=data_parallel, seed=seed
+                engine,
+                models=tuple(model) if model else None,
+                load=load,
+                config=config,
+                ranks=data_parallel,
+                seed=seed,
             )
             app = server.EngineServer(es).app()
-            what = f"{kind.title} serving {es.model}"
+            what = f"{kind.title} serving {', '.join(es.models)}"
+            if kind.needs_proxy:
+                what += " (no /metrics: put `inferwatch exporter --proxy` in front of it)"
     except ValueError as exc:
         raise _fail(str(exc)) from None
 

@@ -68,9 +68,12 @@ def _deployments() -> list[Deployment]:
     out = []
     for engine in SIMULATED:
         spec = next((s for s in specs if s.engine == engine), None)
-        if spec is None:  # no SLO example for this engine: its own place, no SLO series
+        if spec is None:
+            # No SLO example for this engine: no SLO series of its own, in a namespace that
+            # has some (the fleet overview shows a namespace's SLOs).
             default = catalog.ENGINES[engine].default_model
-            out.append(Deployment(engine, "sim", f"{engine}-sim", default, has_slo=False))
+            namespace = specs[0].namespace
+            out.append(Deployment(engine, namespace, f"{engine}-sim", default, has_slo=False))
             continue
         model = spec.models[0] if spec.models else catalog.ENGINES[engine].default_model
         out.append(Deployment(engine, spec.namespace, spec.deployment, model, has_slo=True))
@@ -105,6 +108,16 @@ def _simulator(workdir: Path, name: str, *args: str) -> tuple[procs.Proc, str]:
     return procs.on_free_port(launch), url
 
 
+def _load_through(workdir: Path, url: str, model: str) -> procs.Proc:
+    """`inferwatch load` streaming requests through a proxying sidecar, for the fleet's life."""
+    return procs.start(
+        [*inferwatch_command(), "load", "--target", url, "--model", model, "--rate", "2",
+         "--duration", "10m", "--stream", "--chat", "--max-tokens", "48"],
+        name="load",
+        workdir=workdir,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     started: list[Any] = []
@@ -113,13 +126,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         jobs = []
         for i, d in enumerate(DEPLOYMENTS):
             workdir = Path(tmp_path_factory.mktemp(f"sim-{d.engine}"))
+            kind = catalog.ENGINES[d.engine]
             # Overload: a queue, a full KV cache and preemptions, so every panel has something.
-            ranks = ["--data-parallel", "2"] if d.engine == "vllm" else []
+            # An engine without /metrics (Ollama) sees only what passes through its proxy.
+            profile = "none" if kind.needs_proxy else "overload"
+            # Engines with data parallelism run two ranks; Triton its default two models.
+            ranks = ["--data-parallel", "2"] if d.engine in ("vllm", "sglang") else []
+            models = ["--model", d.model] if d.has_slo else []
             engine, engine_url = _simulator(
-                workdir, d.engine, "--engine", d.engine, "--model", d.model,
-                "--profile", "overload", "--seed", str(i), *ranks,
+                workdir, d.engine, "--engine", d.engine, *models,
+                "--profile", profile, "--seed", str(i), *ranks,
             )  # fmt: skip
-            gpus = "2" if ranks else "1"
+            gpus = str(len(kind.default_models) if kind.engine_per_model else 2 if ranks else 1)
             dcgm, dcgm_url = _simulator(
                 workdir, f"dcgm-{d.engine}", "--engine", "dcgm", "--gpus", gpus,
                 "--pod", d.pod, "--namespace", d.namespace, "--profile", "overload",
@@ -130,8 +148,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 dcgm=dcgm_url,
                 timeout=5.0,
                 env={"POD_NAME": d.pod, "POD_NAMESPACE": d.namespace},
+                extra_args=["--proxy"] if kind.needs_proxy else [],
             ).start()
             started += [engine, dcgm, exporter]
+            if kind.needs_proxy:
+                started.append(_load_through(workdir, exporter.url, d.model))
             labels = pod_labels(namespace=d.namespace, pod=d.pod, deployment=d.deployment)
             jobs.append(scrape_job(f"inferwatch-{d.engine}", exporter.address, labels))
         prom = Prometheus(
