@@ -136,7 +136,7 @@ def demo(
         5.0, "--summary-every", help="Seconds between live summary lines."
     ),
 ) -> None:
-    """A local fleet: simulated vLLM and TGI deployments, DCGM, a sidecar each, Prometheus."""
+    """A local fleet: a simulated deployment of every engine, DCGM, a sidecar each, Prometheus."""
     import asyncio
 
     from inferwatch.simulators import demo as demo_module

@@ -2,10 +2,14 @@
 
 The demo is a list of components started in order and stopped in reverse:
 
-1. the simulators, in this process: two vLLM deployments (one with two data-parallel engine
-   cores), one TGI deployment, and a dcgm-exporter for a node whose GPUs carry their load;
+1. the simulators, in this process: one deployment per kind of engine (vLLM twice, one of
+   them with two data-parallel engine cores; TGI; SGLang; TensorRT-LLM on Triton; Triton
+   serving two models; llama.cpp; Ollama), and a dcgm-exporter for a node whose GPUs carry
+   their load;
 2. one `inferwatch exporter` sidecar per deployment, each a subprocess as in a pod, told its
-   pod and namespace so it keeps only its own GPUs from dcgm-exporter;
+   pod and namespace so it keeps only its own GPUs from dcgm-exporter. Ollama has no /metrics:
+   its sidecar runs in proxy mode, and a load driver streams requests through that proxy, since
+   the proxy measures only what it forwards;
 3. a Prometheus (Debian's `prometheus`, when installed) scraping the sidecars with the
    `namespace`/`pod`/`deployment` labels our PodMonitor gives them, on temporary storage;
 4. a live summary read from the sidecars' normalized metrics.
@@ -36,6 +40,7 @@ import typer
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferwatch import schema
 from inferwatch.simulators import catalog, dcgm, model, server
 
 NAMESPACE = "demo"
@@ -48,23 +53,41 @@ READY_TIMEOUT = 20.0
 class Deployment:
     name: str
     engine: str
-    model: str
+    # The served model; None: the engine kind's default model(s) (Triton serves two).
+    model: str | None
+    # Synthetic arrivals (`model.PROFILES`), or "none" for only the requests sent over HTTP.
     profile: str
     ranks: int = 1
     seed: int = 0
+    # Requests per second a load driver streams through the sidecar (proxy mode only).
+    driven: float = 0.0
 
     @property
     def pod(self) -> str:
         return f"{self.name}-0"
+
+    @property
+    def kind(self) -> catalog.EngineKind:
+        return catalog.engine_kind(self.engine)
 
 
 FLEET = (
     Deployment("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct", "wave", seed=1),
     Deployment("batch", "vllm", "Qwen/Qwen2.5-7B-Instruct", "normal", ranks=2, seed=2),
     Deployment("assist", "tgi", "mistralai/Mistral-7B-Instruct-v0.3", "light", seed=3),
+    Deployment("agents", "sglang", "Qwen/Qwen2.5-7B-Instruct", "normal", seed=4),
+    Deployment("search", "trtllm", None, "normal", seed=5),
+    Deployment("router", "triton", None, "light", seed=6),
+    Deployment("edge", "llamacpp", None, "light", seed=7),
+    Deployment("private", "ollama", None, "none", seed=8, driven=1.0),
 )
 GPU_MODEL = "l4"
 SPARE_GPUS = 1  # an unassigned GPU, which every sidecar must leave out
+# The load driver's requests: short streamed chats, in chunks of this many seconds (a chunk
+# waits for its last requests, so its results never pile up).
+DRIVEN_MAX_TOKENS = 64
+DRIVEN_PROMPT_TOKENS = 200
+DRIVEN_CHUNK_SECONDS = 60.0
 
 
 @dataclass
@@ -121,16 +144,22 @@ class Simulators:
     _runners: list[web.AppRunner] = field(default_factory=list)
 
     async def start(self) -> None:
-        gpus = dcgm.make_gpus(
-            sum(d.ranks for d in self.fleet) + SPARE_GPUS, dcgm.gpu_spec(GPU_MODEL), "sim-node-0"
-        )
+        built = {
+            d.name: catalog.build(
+                d.engine,
+                model=d.model,
+                load=None if d.profile == "none" else model.profile(d.profile),
+                ranks=d.ranks,
+                seed=d.seed,
+            )
+            for d in self.fleet
+        }
+        engines = sum(len(es.sim.engines) for es in built.values())
+        gpus = dcgm.make_gpus(engines + SPARE_GPUS, dcgm.gpu_spec(GPU_MODEL), "sim-node-0")
         free = iter(gpus)
         clock: model.Realtime | None = None
         for d in self.fleet:
-            es = catalog.build(
-                d.engine, model=d.model, load=model.profile(d.profile), ranks=d.ranks, seed=d.seed
-            )
-            self.engines[d.name] = es
+            es = self.engines[d.name] = built[d.name]
             for engine in es.sim.engines:
                 gpu = next(free)
                 gpu.engine, gpu.pod, gpu.namespace, gpu.container = (
@@ -163,10 +192,12 @@ class Simulators:
         self._runners.clear()
 
     def links(self) -> list[tuple[str, str]]:
-        out = [
-            (f"{name} engine ({self.engines[name].kind.title})", f"{url}/metrics")
-            for name, url in self.urls.items()
-        ]
+        out = []
+        for name, url in self.urls.items():
+            kind = self.engines[name].kind
+            # An engine without /metrics (Ollama) shows what its sidecar polls instead.
+            path = "/api/ps" if kind.needs_proxy else "/metrics"
+            out.append((f"{name} engine ({kind.title})", url + path))
         out.append(("dcgm-exporter", f"{self.dcgm_url}/metrics"))
         return out
 
@@ -262,6 +293,8 @@ class Sidecar:
         port = self.ports.take()
         self.url = f"http://{HOST}:{port}"
         d = self.deployment
+        # An engine without /metrics is measured from the requests its sidecar forwards.
+        proxy = ["--proxy"] if d.kind.needs_proxy else []
         self.process = Process(
             self.name,
             inferwatch_argv(
@@ -274,6 +307,7 @@ class Sidecar:
                 f"{HOST}:{port}",
                 "--log-level",
                 "warning",
+                *proxy,
             ),
             self.workdir / f"sidecar-{d.name}.log",
             {"POD_NAME": d.pod, "POD_NAMESPACE": NAMESPACE},
@@ -287,7 +321,88 @@ class Sidecar:
             await self.process.stop()
 
     def links(self) -> list[tuple[str, str]]:
-        return [(f"{self.deployment.name} sidecar (normalized)", f"{self.url}/metrics")]
+        out = [(f"{self.deployment.name} sidecar (normalized)", f"{self.url}/metrics")]
+        if self.deployment.kind.needs_proxy:
+            out.append((f"{self.deployment.name} API, through the proxy", f"{self.url}/v1"))
+        return out
+
+
+@dataclass
+class Sidecars:
+    """Every deployment's sidecar, started side by side: each is a Python process that takes
+    a second or so to import and bind, and the fleet has one per engine."""
+
+    members: list[Sidecar]
+    name: str = "sidecars"
+
+    async def start(self) -> None:
+        results = await asyncio.gather(*(s.start() for s in self.members), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.members))
+
+    def links(self) -> list[tuple[str, str]]:
+        return [link for s in self.members for link in s.links()]
+
+
+@dataclass
+class LoadDriver:
+    """Streams chat requests through a proxying sidecar at a steady Poisson rate, for as long
+    as the demo runs: an engine without /metrics shows request figures only for traffic its
+    proxy forwards, and the simulator's synthetic arrivals never pass through HTTP."""
+
+    sidecar: Sidecar
+    model: str
+    rate: float
+    name: str = ""
+    _task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.name = f"load driver of {self.sidecar.deployment.name}"
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        from inferwatch.load import LoadError, LoadSpec
+        from inferwatch.load.runner import run_load_async
+
+        chunk = 0
+        while True:
+            spec = LoadSpec(
+                self.sidecar.url,
+                rate=self.rate,
+                duration=DRIVEN_CHUNK_SECONDS,
+                prompt_tokens=DRIVEN_PROMPT_TOKENS,
+                max_tokens=DRIVEN_MAX_TOKENS,
+                stream=True,
+                chat=True,
+                model=self.model,
+                seed=chunk,
+            )
+            try:
+                await run_load_async(spec)
+            except LoadError as exc:  # the sidecar went away: say so, try again shortly
+                typer.echo(f"inferwatch demo: {self.name}: {exc}", err=True)
+                await asyncio.sleep(DRIVEN_CHUNK_SECONDS / 10)
+            chunk += 1
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def links(self) -> list[tuple[str, str]]:
+        return [
+            (
+                f"{self.name}",
+                f"{self.rate:g} streamed chat/s of {DRIVEN_MAX_TOKENS} tokens to {self.model}",
+            )
+        ]
 
 
 # -- 3. Prometheus -----------------------------------------------------------------------------
@@ -367,34 +482,55 @@ class Prometheus:
 # -- 4. the live summary -----------------------------------------------------------------------
 
 
+# Figures summed over a page's series; the proxy mode measures all of them but the queue.
+_SUMMED = frozenset(
+    (
+        "llm_requests_running",
+        "llm_requests_waiting",
+        "llm_requests_finished_total",
+        "llm_generation_tokens_total",
+        "llm_time_to_first_token_seconds_sum",
+        "llm_time_to_first_token_seconds_count",
+        "llm_request_duration_seconds_sum",
+        "llm_request_duration_seconds_count",
+    )
+)
+
+
 def summarize(text: str) -> dict[str, float]:
-    """Totals of the figures the summary shows, from a sidecar's normalized page."""
+    """Totals of the figures the summary shows, from a sidecar's normalized page.
+
+    As in the dashboards, a request counts once: the engine's own series of a figure, or the
+    proxy's (`source="proxy"`) where the page has none of the engine's (Ollama).
+    """
+    own: dict[str, float] = {}
+    proxied: dict[str, float] = {}
     out: dict[str, float] = {}
     gpu: list[float] = []
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name in (
-                "llm_requests_running",
-                "llm_requests_waiting",
-                "llm_requests_finished_total",
-                "llm_generation_tokens_total",
-                "llm_time_to_first_token_seconds_sum",
-                "llm_time_to_first_token_seconds_count",
-                "llm_request_duration_seconds_sum",
-                "llm_request_duration_seconds_count",
-            ):
-                out[s.name] = out.get(s.name, 0.0) + s.value
+            if s.name in _SUMMED:
+                measured = s.labels.get(schema.SOURCE_LABEL) == schema.PROXY_SOURCE
+                totals = proxied if measured else own
+                totals[s.name] = totals.get(s.name, 0.0) + s.value
             elif s.name == "llm_kv_cache_usage_ratio":
                 out[s.name] = max(out.get(s.name, 0.0), s.value)
             elif s.name == "llm_gpu_utilization_ratio":
                 gpu.append(s.value)
+    out.update(proxied)
+    out.update(own)
     if gpu:
         out["gpu"] = sum(gpu) / len(gpu)
     return out
 
 
-def _rate(now: dict[str, float], before: dict[str, float], name: str, seconds: float) -> float:
-    return max(0.0, now.get(name, 0.0) - before.get(name, 0.0)) / seconds
+def _rate(
+    now: dict[str, float], before: dict[str, float], name: str, seconds: float
+) -> float | None:
+    """Per second over the interval; None when the engine does not report the counter."""
+    if name not in now:
+        return None
+    return max(0.0, now[name] - before.get(name, 0.0)) / seconds
 
 
 def _mean(now: dict[str, float], before: dict[str, float], base: str) -> float | None:
@@ -415,15 +551,16 @@ def summary_line(
     def opt(value: float | None, fmt: str, width: int) -> str:
         return ("-" if value is None else format(value, fmt)).rjust(width)
 
-    running = now.get("llm_requests_running", 0.0)
-    waiting = now.get("llm_requests_waiting", 0.0)
+    running = now.get("llm_requests_running")
+    waiting = now.get("llm_requests_waiting")
     done = _rate(now, before, "llm_requests_finished_total", seconds)
     tokens = _rate(now, before, "llm_generation_tokens_total", seconds)
-    # Seconds for ttft and e2e (means over the interval), per second for the rates.
+    # Seconds for ttft and e2e (means over the interval), per second for the rates; "-" for
+    # what the engine does not report.
     return (
-        f"  {d.name:<7} {d.engine:<5} run {running:>4.0f}  wait {waiting:>4.0f}  "
-        f"kv {opt(kv, '.0%', 4)}  done {done:>5.1f}/s  tok {tokens:>6.0f}/s  "
-        f"ttft {opt(ttft, '.2f', 6)}  e2e {opt(e2e, '.2f', 6)}  gpu {opt(gpu, '.0%', 4)}"
+        f"  {d.name:<8} {d.engine:<8} run {opt(running, '.0f', 4)}  wait {opt(waiting, '.0f', 4)}"
+        f"  kv {opt(kv, '.0%', 4)}  done {opt(done, '.1f', 5)}/s  tok {opt(tokens, '.0f', 6)}/s"
+        f"  ttft {opt(ttft, '.2f', 6)}  e2e {opt(e2e, '.2f', 6)}  gpu {opt(gpu, '.0%', 4)}"
     )
 
 
@@ -481,7 +618,7 @@ def components(options: Options, workdir: Path) -> list[Component]:
     ports = Ports(options.base_port)
     sims = Simulators(options.fleet, ports)
     sidecars = [Sidecar(d, sims, ports, workdir) for d in options.fleet]
-    out: list[Component] = [sims, *sidecars]
+    out: list[Component] = [sims, Sidecars(sidecars)]
     if options.prometheus:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -492,6 +629,10 @@ def components(options: Options, workdir: Path) -> list[Component]:
             )
         else:
             out.append(Prometheus(binary, sidecars, ports, workdir))
+    for sidecar in sidecars:
+        d = sidecar.deployment
+        if d.driven > 0:
+            out.append(LoadDriver(sidecar, d.model or d.kind.default_model, d.driven))
     out.append(Summary(sidecars, options.summary_every))
     return out
 
@@ -555,6 +696,10 @@ def _announce(started: list[Component], options: Options) -> None:
     typer.echo(
         f"  send requests: curl {first}/v1/completions -H 'Content-Type: "
         'application/json\' -d \'{"prompt": "Hello", "max_tokens": 32}\''
+    )
+    typer.echo(
+        "  (an engine without /metrics, like Ollama, is measured only from requests sent "
+        "through its sidecar)"
     )
     if options.duration is None:
         typer.echo("Ctrl-C stops everything.")

@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from inferwatch.cli import app
 from inferwatch.exporters import registry
 from inferwatch.exporters.normalize import Context, Normalizer
-from inferwatch.simulators import catalog, dcgm, model, server, tgi
+from inferwatch.simulators import catalog, dcgm, demo, model, server, tgi
 from inferwatch.simulators.model import (
     PROFILES,
     EngineConfig,
@@ -897,10 +897,22 @@ def test_demo_runs_for_its_duration_and_leaves_no_process_behind() -> None:
     assert proc.returncode == 0, err
     assert "chat sidecar (normalized)" in out and "dcgm-exporter" in out
     assert "Prometheus" not in out
-    assert re.search(r"^  chat +vllm +run +\d+ +wait +\d+", out, re.M), out  # live summary
+    # The live summary: every deployment, "-" for what an engine does not report.
+    assert re.search(r"^  chat +vllm +run +\d+ +wait +\d+", out, re.M), out
+    assert re.search(r"^  router +triton +run +- +wait +\d+", out, re.M), out
+    # Ollama's figures are the proxy's: its load driver's first request starts at once.
+    assert re.search(r"^  private +ollama +run +\d+ +wait +- ", out, re.M), out
+    for d in demo.FLEET:
+        assert f"{d.name} sidecar (normalized)" in out
     assert "inferwatch demo: stopped" in out
     time.sleep(0.2)
     assert _our_processes(tag) == []
+
+
+def _query(prom: str, query: str) -> list[dict]:
+    url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)["data"]["result"]
 
 
 def test_demo_with_prometheus_labels_every_deployment_and_stops_on_sigterm() -> None:
@@ -920,20 +932,34 @@ def test_demo_with_prometheus_labels_every_deployment_and_stops_on_sigterm() -> 
             if "send requests" in line:
                 break
         assert prom, proc.stderr.read() if proc.stderr else ""
-        query = "count by (deployment, namespace, pod, engine) (llm_requests_running)"
-        deployments: set[str] = set()
+        # Every engine states llm_engine_info; Triton once per model it serves.
+        labels = "deployment, namespace, pod, engine"
+        query = f"count by ({labels}) (max by ({labels}, model) (llm_engine_info))"
+        fleet = {d.name: d.engine for d in demo.FLEET}
+        found: dict[str, str] = {}
         for _ in range(60):
             time.sleep(0.5)
-            url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                doc = json.load(resp)
-            deployments = {r["metric"]["deployment"] for r in doc["data"]["result"]}
-            if len(deployments) == 3:
+            result = _query(prom, query)
+            found = {r["metric"]["deployment"]: r["metric"]["engine"] for r in result}
+            if len(found) == len(fleet):
                 break
-        assert deployments == {"chat", "batch", "assist"}
-        for r in doc["data"]["result"]:
+        assert found == fleet
+        for r in result:
             assert r["metric"]["namespace"] == "demo"
             assert r["metric"]["pod"] == f"{r['metric']['deployment']}-0"
+            models = (
+                len(catalog.ENGINES["triton"].default_models)
+                if r["metric"]["engine"] == "triton"
+                else 1
+            )
+            assert r["value"][1] == str(models), r
+        # Only Ollama's request figures come from a proxy, through which its driver sends.
+        proxied = 'count by (deployment) (llm_requests_finished_total{source="proxy"})'
+        for _ in range(60):
+            if _query(prom, proxied):
+                break
+            time.sleep(0.5)
+        assert [r["metric"]["deployment"] for r in _query(prom, proxied)] == ["private"]
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
