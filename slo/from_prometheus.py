@@ -29,7 +29,7 @@ from inferwatch.slo.figures import (
 )
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
 
-STEPS = 120  # points per range query
+STEPS = 60  # points per range query
 MIN_STEP_SECONDS = 30
 RESOLUTION = "1m"  # of the start-up subqueries
 
@@ -86,8 +86,6 @@ def batch(
         "info": Query(queries.engine_info(window, matchers), at),
         "finished": Query(queries.finished(window, by, matchers), at),
         "gpu_total": Query(queries.gpu_total(by, matchers), at),
-        "first_seen": Query(queries.first_seen(window, RESOLUTION, by, matchers, up=False), at),
-        "first_up": Query(queries.first_seen(window, RESOLUTION, by, matchers, up=True), at),
         "pods": Query(queries.pods_up(by, matchers), end, start, step_s),
         "request_rate": Query(queries.request_rate(rate_w, by, matchers), end, start, step_s),
     }
@@ -124,7 +122,33 @@ def collect(
     step = step_for(window)
     wanted = set(default_headlines) | {h for h in (headline_for or {}).values() if h}
     results = prom.batch(batch(matchers, window, step, wanted, at), deadline)
-    return assemble(results, window, step, prom.url, headline_for or {}, default_headlines, at)
+    figures = assemble(results, window, step, prom.url, headline_for or {}, default_headlines, at)
+    started = _started(results["pods"], figures)  # type: ignore[arg-type]
+    if started:
+        # Only pods that appeared within the window had a start-up to measure: two more
+        # queries, narrowed to them, whatever the size of the fleet.
+        narrowed = [*matchers, promql.one_of("pod", sorted(started))]
+        more = prom.batch(
+            {
+                "seen": Query(
+                    queries.first_seen(window, RESOLUTION, GROUP, narrowed, up=False), at
+                ),
+                "up": Query(queries.first_seen(window, RESOLUTION, GROUP, narrowed, up=True), at),
+            },
+            deadline,
+        )
+        _startup(more["seen"], more["up"], figures)  # type: ignore[arg-type]
+    return figures
+
+
+def _started(series: list[RangeSeries], figures: Mapping[Key, Figures]) -> set[str]:
+    """Pods whose sidecar first answered after the window's first step."""
+    first = min((t for s in series for t, _ in s.points), default=None)
+    return {
+        s.labels.get("pod", "")
+        for s in series
+        if s.points and first is not None and s.points[0][0] > first and _key(s.labels) in figures
+    }
 
 
 def assemble(
@@ -176,14 +200,14 @@ def assemble(
             if key in figures and stat is not None:
                 figures[key].gauges[name] = stat
     _replicas(results["pods"], figures)  # type: ignore[arg-type]
-    _startup(results["first_seen"], results["first_up"], figures, at - promql.seconds(window))  # type: ignore[arg-type]
     rates = _ranges(results["request_rate"])
     waiting = _ranges(results["gauge/requests_waiting"])
     pods = _pods_per_step(results["pods"])  # type: ignore[arg-type]
+    latencies = {k: _ranges(v) for k, v in results.items() if k.startswith("latency/")}
     for key, fig in figures.items():
         h = headline_for.get(key) or _first_reported(default_headlines, fig)
         fig.headline = h
-        latency = _ranges(results[_latency_key(h)]).get(key, []) if h else []
+        latency = latencies[_latency_key(h)].get(key, []) if h else []
         fig.series = _points(pods.get(key, {}), rates.get(key, []), waiting.get(key, []), latency)
         fig.points = max((s.count for s in fig.gauges.values()), default=0)
     return figures
@@ -247,17 +271,14 @@ def _replicas(series: list[RangeSeries], figures: dict[Key, Figures]) -> None:
         fig.replicas_now = steps[max(steps)]
 
 
-def _startup(
-    seen: list[Sample], up: list[Sample], figures: dict[Key, Figures], window_start: float
-) -> None:
-    """The slowest start-up among pods whose sidecar first appeared inside the window."""
+def _startup(seen: list[Sample], up: list[Sample], figures: dict[Key, Figures]) -> None:
+    """The slowest start-up among the pods that appeared within the window."""
     first = {(_key(s.labels), s.labels.get("pod", "")): s.value for s in seen}
     for s in up:
         pod = (_key(s.labels), s.labels.get("pod", ""))
         began = first.get(pod)
         fig = figures.get(pod[0])
-        # A pod seen from the window's first minute may have started before it.
-        if fig is None or began is None or began <= window_start + 60:
+        if fig is None or began is None:
             continue
         took = s.value - began
         if took >= 0:
@@ -271,14 +292,14 @@ def _points(
     latency: Sequence[tuple[float, float]],
 ) -> list[Point]:
     rate_at, waiting_at, latency_at = dict(rates), dict(waiting), dict(latency)
-    times = sorted(set(pods) | set(rate_at) | set(waiting_at) | set(latency_at))
+    times = sorted({*pods, *rate_at, *waiting_at, *latency_at})
     return [
         Point(
-            t=t,
-            replicas=float(pods[t]) if t in pods else None,
-            request_rate=rate_at.get(t),
-            queue_per_pod=waiting_at.get(t),
-            latency=latency_at.get(t),
-        )
+            t,
+            float(pods[t]) if t in pods else None,
+            rate_at.get(t),
+            waiting_at.get(t),
+            latency_at.get(t),
+        )  # fmt: skip
         for t in times
     ]

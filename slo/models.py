@@ -121,6 +121,7 @@ class SLOStatus(BaseModel):
     alerts: list[AlertState]
     firing: list[str]  # severities that would fire now
     # The PromQL behind the figures: `error_ratio/<window>` (raw series) or the recorded
-    # `error_ratio/<period>` and `burn_rate/<window>` series.
+    # `error_ratio/<period>` and `burn_rate/<window>` series. Filled in by GET /v1/slos/{name};
+    # empty in the list of every SLO.
     queries: dict[str, str]
     note: str = ""

@@ -53,6 +53,9 @@ class SLOService:
     ):
         self.specs = tuple(specs)
         self.by_name = {s.name: s for s in self.specs}
+        self.by_target: dict[tuple[str, str], list[SLOSpec]] = {}
+        for s in self.specs:
+            self.by_target.setdefault((s.namespace, s.deployment), []).append(s)
         self.prometheus = prometheus
         self.config = config or ServiceConfig()
         self.kube = kube
@@ -60,9 +63,10 @@ class SLOService:
 
     # ---- SLOs -----------------------------------------------------------------------------
 
-    def statuses(self, at: float | None = None) -> list[SLOStatus]:
+    def statuses(self, at: float | None = None, with_queries: bool = False) -> list[SLOStatus]:
+        """Every SLO's status; each one's PromQL only when asked (see `status`)."""
         deadline = Deadline(self.config.timeout)
-        return sli.statuses(self.specs, self.prometheus, deadline, at or time.time())
+        return sli.statuses(self.specs, self.prometheus, deadline, at or time.time(), with_queries)
 
     def status(self, name: str, at: float | None = None) -> SLOStatus:
         spec = self.by_name.get(name)
@@ -77,16 +81,10 @@ class SLOService:
     def _headlines(self) -> tuple[dict[tuple[str, str], Headline | None], list[Headline]]:
         reported = list(queries.HISTOGRAMS)
         per_target: dict[tuple[str, str], Headline | None] = {}
-        for s in self.specs:
-            key = (s.namespace, s.deployment)
-            if key in per_target or not any(
-                isinstance(o.sli, LatencySLI)
-                for o in self.specs
-                if (o.namespace, o.deployment) == key
-            ):
-                continue
-            latency, _ = objectives_for(*key, self.specs, self.config.alerts)
-            per_target[key] = headline(latency, reported)
+        for key, specs in self.by_target.items():
+            if any(isinstance(s.sli, LatencySLI) for s in specs):
+                latency, _ = objectives_for(*key, specs, self.config.alerts)
+                per_target[key] = headline(latency, reported)
         defaults, _ = objectives_for(None, None, (), self.config.alerts)
         return per_target, [Headline(o.histogram, o.quantile, o.threshold) for o in defaults]
 
@@ -129,8 +127,9 @@ class SLOService:
         self, fig: Figures, deployment: DeploymentSpec | None = None, note: str = ""
     ) -> Advice:
         t = fig.target
+        key = (t.namespace or "", t.deployment or "")
         latency, availability = objectives_for(
-            t.namespace, t.deployment, self.specs, self.config.alerts
+            t.namespace, t.deployment, self.by_target.get(key, ()), self.config.alerts
         )
         return advise(
             Inputs(

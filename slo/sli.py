@@ -109,12 +109,17 @@ def shape(spec: SLOSpec) -> tuple:
     return (*kind, spec.engine, spec.models)
 
 
+# Above this many deployments a group's query selects its namespaces only, and the answer is
+# read per deployment: a regex of hundreds of names costs Prometheus more than the extra series.
+MAX_NAMED_DEPLOYMENTS = 50
+
+
 def _group_matchers(specs: Sequence[SLOSpec]) -> list[Matcher]:
     first = specs[0]
-    out = [
-        promql.one_of("namespace", sorted({s.namespace for s in specs})),
-        promql.one_of("deployment", sorted({s.deployment for s in specs})),
-    ]
+    out = [promql.one_of("namespace", sorted({s.namespace for s in specs}))]
+    deployments = sorted({s.deployment for s in specs})
+    if len(deployments) <= MAX_NAMED_DEPLOYMENTS:
+        out.append(promql.one_of("deployment", deployments))
     if first.engine is not None:
         out.append(promql.eq("engine", first.engine))
     if first.models:
@@ -167,9 +172,14 @@ def _by_slo(samples: Iterable[Sample]) -> dict[tuple[str, str, str], float]:
 
 
 def statuses(
-    specs: Sequence[SLOSpec], prom: Prometheus, deadline: Deadline, at: float
+    specs: Sequence[SLOSpec],
+    prom: Prometheus,
+    deadline: Deadline,
+    at: float,
+    with_queries: bool = True,
 ) -> list[SLOStatus]:
-    """The status of every SLO, in the specs' order."""
+    """The status of every SLO, in the specs' order. `with_queries=False` leaves out each
+    SLO's PromQL texts (building them for a thousand SLOs costs more than reading them)."""
     if not specs:
         return []
     recorded = _recorded_slos(specs, prom, deadline, at)
@@ -194,12 +204,14 @@ def statuses(
         for w in sorted({w for s in group for w in burn_windows(s)}, key=promql.seconds):
             batch[f"raw/{i}/{w}"] = Query(error_ratio_query(group, w), at)
     results = prom.batch(batch, deadline)
+    by_slo = {k: _by_slo(v) for k, v in results.items() if not k.startswith("raw/")}  # type: ignore[arg-type]
+    by_target = {k: _by_target(v) for k, v in results.items() if k.startswith("raw/")}  # type: ignore[arg-type]
 
     for s in with_rules:
         key = (s.name, s.namespace, s.deployment)
-        burns = {w: _by_slo(results[f"burn/{w}"]).get(key) for w in burn_windows(s)}  # type: ignore[arg-type]
+        burns = {w: by_slo[f"burn/{w}"].get(key) for w in burn_windows(s)}
         ratios = {w: (None if b is None else b * budget(s)) for w, b in burns.items()}
-        ratios[s.period] = _by_slo(results[f"ratio/{s.period}"]).get(key)  # type: ignore[arg-type]
+        ratios[s.period] = by_slo[f"ratio/{s.period}"].get(key)
         this = promql.selector(promql.eq(c.SLO, s.name))
         reads[s.name] = _Read(
             "recording-rules",
@@ -208,20 +220,21 @@ def statuses(
             {
                 f"error_ratio/{s.period}": c.slo_error_ratio(s.period) + this,
                 **{f"burn_rate/{w}": c.slo_burn_rate(w) + this for w in burn_windows(s)},
-            },
+            }
+            if with_queries
+            else {},
         )
     for i, group in enumerate(group_list):
         for s in group:
             target = (s.namespace, s.deployment)
-            ratios = {
-                w: _by_target(results[f"raw/{i}/{w}"]).get(target)  # type: ignore[arg-type]
-                for w in burn_windows(s)
-            }
+            ratios = {w: by_target[f"raw/{i}/{w}"].get(target) for w in burn_windows(s)}
             reads[s.name] = _Read(
                 "raw-series",
                 ratios,
                 {w: burn_rate(r, s) for w, r in ratios.items()},
-                {f"error_ratio/{w}": error_ratio_query([s], w) for w in burn_windows(s)},
+                {f"error_ratio/{w}": error_ratio_query([s], w) for w in burn_windows(s)}
+                if with_queries
+                else {},
             )
     return [_status(s, reads[s.name], s.name in recorded or None) for s in specs]
 

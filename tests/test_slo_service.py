@@ -57,7 +57,7 @@ def advice(service: SLOService, at: float) -> dict[str, Advice]:
 
 @pytest.fixture(scope="module")
 def statuses(service: SLOService, at: float) -> dict[str, object]:
-    return {s.name: s for s in service.statuses(at=at)}
+    return {s.name: s for s in service.statuses(at=at, with_queries=True)}
 
 
 def _settings(url: str, **kw: object) -> Settings:
@@ -287,13 +287,19 @@ def test_every_direct_evidence_query_returns_the_value_it_shows(
 def test_the_number_of_queries_does_not_grow_with_deployments(
     service: SLOService, at: float
 ) -> None:
-    counts = {}
+    counts, sent = {}, {}
     for scope in ((None, None), ("shop", None), ("shop", "idle")):
-        before = service.prometheus.count
+        before, logged = service.prometheus.count, len(service.prometheus.log)
         found = service.advice(*scope, at=at)
         counts[scope] = (service.prometheus.count - before, len(found))
-    assert {n for n, _ in counts.values()} == {counts[("shop", "idle")][0]}
+        sent[scope] = list(service.prometheus.log)[logged:]
     assert counts[(None, None)][1] == 6 and counts[("shop", "idle")][1] == 1
+    # One batch whatever the scope; two more only when pods started within the window (the
+    # overloaded deployment's third pod), narrowed to those pods.
+    assert counts[(None, None)][0] == counts[("shop", None)][0] == counts[("shop", "idle")][0] + 2
+    startup = [q for q in sent[(None, None)] if "timestamp(" in q]
+    assert len(startup) == 2 and all('pod="overloaded-7d9f-2"' in q for q in startup)
+    assert not [q for q in sent[("shop", "idle")] if "timestamp(" in q]
     # SLO status: queries per kind of SLO and window, whatever the deployments.
     raw = [s for s in service.specs if s.name not in history.RECORDED]
     sent = []
