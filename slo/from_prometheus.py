@@ -294,12 +294,5 @@ def _points(
     rate_at, waiting_at, latency_at = dict(rates), dict(waiting), dict(latency)
     times = sorted({*pods, *rate_at, *waiting_at, *latency_at})
     return [
-        Point(
-            t,
-            float(pods[t]) if t in pods else None,
-            rate_at.get(t),
-            waiting_at.get(t),
-            latency_at.get(t),
-        )  # fmt: skip
-        for t in times
+        Point(t, pods.get(t), rate_at.get(t), waiting_at.get(t), latency_at.get(t)) for t in times
     ]
