@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from inferwatch.simulators.model import Observer, Request, Simulation, Step
+from inferwatch.simulators.model import REFUSED_VALIDATION, Observer, Request, Simulation, Step
 
 VERSION = "2.52.0"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -157,8 +157,9 @@ class _Model:
             c["nv_inference_compute_output_duration_us"] += round(compute * IO_SHARE)
             c["nv_inference_compute_infer_duration_us"] += round(compute * (1 - 2 * IO_SHARE))
 
-    def refused(self) -> None:
-        self._failed("REJECTED")
+    def refused(self, reason: str) -> None:
+        # A full queue rejects; a request the model cannot take fails in its backend.
+        self._failed("BACKEND" if reason == REFUSED_VALIDATION else "REJECTED")
 
     def _failed(self, reason: str) -> None:
         self.counters["nv_inference_request_failure"] += 1
@@ -244,6 +245,9 @@ class TritonTrtllmWriter(Observer):
         self.context_requests = 0
         self.generation_requests = 0
         sim.subscribe(self)
+
+    def refused(self, req: Request, reason: str) -> None:
+        self.core.refused(reason)
 
     def stepped(self, step: Step) -> None:
         self.iterations += 1
@@ -370,7 +374,7 @@ class TritonWriter(Observer):
         sim.subscribe(self)
 
     def refused(self, req: Request, reason: str) -> None:
-        self.models[req.rank].refused()
+        self.models[req.rank].refused(reason)
 
     def stepped(self, step: Step) -> None:
         model = self.models[step.rank]

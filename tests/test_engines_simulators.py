@@ -1,5 +1,6 @@
-"""The SGLang, Triton TensorRT-LLM, llama.cpp and Ollama simulators: the real captures' families,
-numbers that move with the load, and pages the sidecar reads.
+"""The SGLang, Triton, TensorRT-LLM, llama.cpp and Ollama simulators: the real captures'
+families, numbers that move with the load, pages the sidecar reads, and every engine of the
+catalog as the demo and the dashboards' tests run it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferwatch.exporters import ollama as ollama_adapter
 from inferwatch.exporters import registry
-from inferwatch.exporters.normalize import Context, Normalizer
-from inferwatch.simulators import llamacpp, ollama, sglang, triton
-from inferwatch.simulators.model import EngineConfig, Simulation, Workload, profile
-from tests.conftest import capture
+from inferwatch.exporters.normalize import Context, Normalizer, engine_info
+from inferwatch.simulators import catalog, llamacpp, ollama, sglang, triton
+from inferwatch.simulators.model import (
+    EngineConfig,
+    Observer,
+    Request,
+    Simulation,
+    Step,
+    Workload,
+    profile,
+)
+from tests.conftest import FIXTURES, capture
 
 CLEAN = Workload(patience=math.inf, cancel_probability=0.0, error_probability=0.0)
 
@@ -131,3 +140,169 @@ def test_ollama_documents_feed_the_poller() -> None:
     (key,) = values
     assert key.startswith('llm_engine_info{engine="ollama",model="llama3.2:3b",version="0.6.5"')
     assert f'max_model_len="{sim.config.max_model_len}"' in key
+
+
+# -- SGLang 0.5.x -----------------------------------------------------------------------------
+
+SGLANG_05 = (FIXTURES / "engines" / "sglang-0.5-dp2-pp2.prom").read_text()
+
+
+class Tally(Observer):
+    """What the model did, for comparing with a page."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.preempted: dict[int, int] = {}
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+
+    def stepped(self, step: Step) -> None:
+        self.preempted[step.rank] = self.preempted.get(step.rank, 0) + len(step.preempted)
+
+    def finished(self, req: Request) -> None:
+        assert req.finish_reason is not None
+        self.outcomes[req.finish_reason] = self.outcomes.get(req.finish_reason, 0) + 1
+        if req.finish_reason in ("stop", "length"):
+            self.prompt_tokens += req.prompt_tokens
+            self.output_tokens += req.output_tokens
+
+
+def test_sglang_05_page_has_the_families_of_sglang_05() -> None:
+    sim = Simulation(EngineConfig(), ranks=2, load=profile("normal"), seed=3)
+    writer = sglang.Sglang05Writer(sim, "m")
+    sim.advance_to(30)
+    page = writer.render().decode()
+    # SGLang serves its page in prometheus_client's multiprocess mode: no `_created` series.
+    assert "_created" not in page
+    real = {k: v for k, v in families(SGLANG_05).items() if not k.endswith("_created")}
+    assert families(page) == real
+    for name in (
+        "sglang:time_to_first_token_seconds",
+        "sglang:inter_token_latency_seconds",
+        "sglang:e2e_request_latency_seconds",
+        "sglang:queue_time_seconds",
+    ):
+        assert sorted(set(bounds(page, name))) == sorted(set(bounds(SGLANG_05, name))), name
+
+
+def test_sglang_05_counts_follow_the_model_per_rank() -> None:
+    sim = Simulation(EngineConfig(kv_cache_tokens=16384), ranks=2, load=profile("overload"), seed=4)
+    writer = sglang.Sglang05Writer(sim, "m")
+    tally = Tally()
+    sim.subscribe(tally)
+    sim.advance_to(90)
+    values = Normalizer(registry.get("sglang"), Context()).normalize(writer.render().decode())
+    assert values.errors == 0
+    got = values.values()
+    base = 'engine="sglang",model="m"'
+    for e in sim.engines:
+        rank = f'{base},rank="{e.rank}"'
+        assert got[f"llm_requests_running{{{rank}}}"] == e.num_running
+        assert got[f"llm_requests_waiting{{{rank}}}"] == e.num_waiting
+        assert got[f"llm_preemptions_total{{{rank}}}"] == tally.preempted[e.rank] > 0
+    done = tally.outcomes.get("stop", 0) + tally.outcomes.get("length", 0)
+    assert got[f'llm_requests_finished_total{{{base},reason="stop"}}'] == done > 100
+    aborted = tally.outcomes.get("abort", 0) + tally.outcomes.get("error", 0)
+    assert got.get(f'llm_requests_finished_total{{{base},reason="abort"}}', 0) == aborted
+    assert got[f"llm_time_per_output_token_seconds_count{{{base}}}"] > 0
+
+
+# -- Triton -----------------------------------------------------------------------------------
+
+
+def test_triton_serving_two_models_reports_each_and_states_each() -> None:
+    es = catalog.build("triton", load=profile("normal"), workload=CLEAN, seed=5)
+    assert len(es.sim.engines) == len(es.models) == 2
+    tally = Tally()
+    es.sim.subscribe(tally)
+    es.sim.advance_to(60)
+    page = es.writer.render().decode()
+    adapter = registry.detect(page)
+    assert adapter.name == "triton"
+    result = Normalizer(adapter, Context()).normalize(page)
+    engine_info(result, adapter, Context())
+    got = result.values()
+    first, second = (f'engine="triton",model="{m}"' for m in es.models)
+    # One engine per model: each model's queue and outcomes are its own.
+    for labels, e in zip((first, second), es.sim.engines, strict=True):
+        assert got[f"llm_requests_waiting{{{labels}}}"] == e.num_waiting
+        assert got[f"llm_time_to_first_token_seconds_count{{{labels}}}"] > 0
+        assert got[f"llm_engine_info{{{labels}}}"] == 1  # stated per model, not for the first only
+    finished = sum(v for k, v in got.items() if k.startswith("llm_requests_finished_total"))
+    assert finished == sum(tally.outcomes.values()) > 50
+    assert len([k for k in got if k.startswith("llm_engine_info")]) == 2
+
+
+def test_triton_fixture_states_engine_info_for_every_model() -> None:
+    text = (FIXTURES / "engines" / "triton-multi-model.prom").read_text()
+    adapter = registry.get("triton")
+    result = Normalizer(adapter, Context()).normalize(text)
+    engine_info(result, adapter, Context())
+    info = sorted(k for k in result.values() if k.startswith("llm_engine_info"))
+    assert info == [
+        'llm_engine_info{engine="triton",model="bert"}',
+        'llm_engine_info{engine="triton",model="resnet50"}',
+    ]
+
+
+def test_triton_writer_refuses_models_that_do_not_match_its_engines() -> None:
+    sim = Simulation(EngineConfig(), ranks=2, seed=1)
+    with pytest.raises(ValueError, match="each served model is one engine"):
+        triton.TritonWriter(sim, ["only-one"])
+    with pytest.raises(ValueError, match="distinct"):
+        triton.TritonWriter(sim, ["same", "same"])
+
+
+def test_triton_trtllm_options_add_first_response_and_token_histograms() -> None:
+    sim = Simulation(EngineConfig(), load=profile("normal"), workload=CLEAN, seed=6)
+    writer = triton.TritonTrtllmWriter(
+        sim, "tensorrt_llm", histogram_latencies=True, token_histograms=True
+    )
+    tally = Tally()
+    sim.subscribe(tally)
+    sim.advance_to(60)
+    page = writer.render().decode()
+    assert families(page)["nv_llm_input_token_len"] == (
+        "histogram",
+        ("model", "response_metric_type", "version"),
+    )
+    assert bounds(page, "nv_inference_first_response_histogram_ms") == [
+        100.0, 500.0, 2000.0, 5000.0, math.inf,
+    ]  # fmt: skip
+    # prometheus-cpp writes `le` after the series' own labels.
+    assert 'nv_llm_output_token_len_bucket{model="tensorrt_llm",response_metric_type=' in page
+    got = Normalizer(registry.get("trtllm"), Context()).normalize(page).values()
+    labels = 'engine="trtllm",model="tensorrt_llm"'
+    assert got[f"llm_prompt_tokens_total{{{labels}}}"] == tally.prompt_tokens > 10_000
+    assert got[f"llm_generation_tokens_total{{{labels}}}"] == tally.output_tokens > 1000
+    assert got[f"llm_time_to_first_token_seconds_count{{{labels}}}"] > 50
+
+
+# -- every engine of the catalog ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", list(catalog.ENGINES))
+def test_every_catalog_engine_is_read_by_its_own_adapter(engine: str) -> None:
+    kind = catalog.ENGINES[engine]
+    es = catalog.build(engine, load=profile("normal"), seed=9)
+    es.sim.advance_to(45)
+    docs = kind.documents(es)
+    adapter = registry.get(engine)
+    # The info documents the sidecar asks this engine for are served.
+    assert {e.path for e in adapter.info_endpoints} <= docs.keys()
+    if kind.needs_proxy:
+        # No /metrics: the sidecar polls the engine's documents and measures the traffic.
+        assert es.writer.render() == b""
+        text = ollama_adapter.loaded_models_page(docs["/api/ps"], docs["/api/version"]["version"])
+    else:
+        text = es.writer.render().decode()
+        assert registry.detect(text).name == engine
+    ctx = Context(model=es.model)
+    result = Normalizer(adapter, ctx).normalize(text)
+    engine_info(result, adapter, ctx)
+    assert result.errors == 0
+    got = result.values()
+    info = {k for k in got if k.startswith("llm_engine_info")}
+    assert {k.split('model="')[1].split('"')[0] for k in info} == set(es.models)
+    if not kind.needs_proxy:  # every engine with a page counts its load somehow
+        assert any(v > 0 for k, v in got.items() if not k.startswith("llm_engine_info"))

@@ -724,7 +724,13 @@ def test_a_client_that_goes_away_aborts_its_request() -> None:
     serve_and(es, scenario)
 
 
-@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def _error_message(doc: dict) -> str:
+    """The message of an engine's error body, whatever its shape."""
+    error = doc.get("error", doc)  # SGLang's body is the error object itself
+    return error if isinstance(error, str) else error["message"]
+
+
+@pytest.mark.parametrize("engine", list(catalog.ENGINES))
 def test_bad_requests_get_the_engines_errors(engine: str) -> None:
     es = catalog.build(engine, load=None, workload=CLEAN, seed=27)
     limit = es.sim.config.max_model_len
@@ -738,7 +744,7 @@ def test_bad_requests_get_the_engines_errors(engine: str) -> None:
             (json.dumps({"prompt": "hi", "model": "other"}).encode(), 404, "does not exist"),
             (
                 json.dumps({"prompt": "hi", "max_tokens": limit}).encode(),
-                400 if engine == "vllm" else 422,
+                es.kind.validation_status,
                 f"maximum context length is {limit}",
             ),
         ]
@@ -747,17 +753,44 @@ def test_bad_requests_get_the_engines_errors(engine: str) -> None:
                 f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
             ) as resp:
                 assert resp.status == status, body
-                doc = await resp.json()
-                text = doc["error"]["message"] if engine == "vllm" else doc["error"]
-                assert message in text
+                assert message in _error_message(await resp.json())
         async with session.get(f"{url}/metrics") as resp:
             page = await resp.text()
         if engine == "vllm":
             assert value(page, "http_requests_total", status="4xx") == len(cases)
-        else:
+        elif engine == "tgi":
             # The context-length refusal reached the router's validation, like in TGI.
             assert value(page, "tgi_request_failure", err="validation") == 1
             assert value(page, "tgi_request_count") == 1
+        elif engine == "triton":
+            # Only the request that reached a model counts, as a failure in its backend.
+            assert value(page, "nv_inference_request_failure", reason="BACKEND") == 1
+            assert value(page, "nv_inference_request_failure") == 1
+        elif engine == "trtllm":
+            assert value(page, "nv_inference_request_failure") == 1
+
+    serve_and(es, scenario)
+
+
+def test_triton_sends_each_request_to_its_models_engine() -> None:
+    es = catalog.build("triton", load=None, workload=CLEAN, seed=31)
+    first, second = es.models
+
+    async def scenario(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.get(f"{url}/v2/models/{second}") as resp:
+            assert (await resp.json())["name"] == second
+        async with session.get(f"{url}/v1/models") as resp:
+            assert [m["id"] for m in (await resp.json())["data"]] == [first, second]
+        body = {"model": second, "prompt": "hello", "max_tokens": 4, "ignore_eos": True}
+        for _ in range(3):
+            async with session.post(f"{url}/v1/completions", json=body) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["model"] == second
+        async with session.get(f"{url}/metrics") as resp:
+            page = await resp.text()
+        assert value(page, "nv_inference_request_success", model=second) == 3
+        assert value(page, "nv_inference_request_success", model=first) == 0
+        assert value(page, "nv_inference_first_response_histogram_ms_count", model=second) == 3
 
     serve_and(es, scenario)
 
@@ -857,6 +890,23 @@ def test_simulate_says_when_its_port_is_taken() -> None:
         )
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_demo_summary_counts_a_request_once() -> None:
+    both = (
+        'llm_requests_finished_total{engine="vllm",model="m",reason="stop"} 10\n'
+        'llm_requests_finished_total{engine="vllm",model="m",reason="stop",source="proxy"} 10\n'
+        'llm_requests_running{engine="vllm",model="m",source="proxy"} 3\n'
+    )
+    # An engine with /metrics behind a proxy: its own count; the proxy's only where it has none.
+    assert demo.summarize(both) == {
+        "llm_requests_finished_total": 10.0,
+        "llm_requests_running": 3.0,
+    }
+    only = 'llm_requests_finished_total{engine="ollama",model="m",reason="stop",source="proxy"} 4\n'
+    assert demo.summarize(only) == {"llm_requests_finished_total": 4.0}
+    line = demo.summary_line(demo.FLEET[-1], demo.summarize(only), {}, 2.0)
+    assert "done   2.0/s" in line and "run    -" in line and "kv    -" in line
 
 
 def _our_processes(tag: str) -> list[int]:
