@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -122,7 +121,3 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(UnsafeName)
     async def _unsafe(_: Request, exc: UnsafeName) -> JSONResponse:
         return answer(422, str(exc))
-
-
-def templates_dir() -> Path:
-    return Path(__file__).with_name("templates")

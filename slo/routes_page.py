@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,10 +25,9 @@ MAX_FORM_BYTES = 4096
 def _environment() -> Any:
     import jinja2
 
-    from inferwatch.slo.app import templates_dir
-
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        # The templates sit beside this module (page_*.html): the package data's `*.html`.
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
     )
@@ -117,7 +117,7 @@ def _authorized(request: Request, settings: Settings) -> bool:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form() -> HTMLResponse:
-    return HTMLResponse(render("login.html", failed=False, version=__version__))
+    return HTMLResponse(render("page_login.html", failed=False, version=__version__))
 
 
 @router.post("/login")
@@ -126,7 +126,7 @@ async def login(request: Request, settings: Annotated[Settings, Depends(get_sett
     fields = urllib.parse.parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"))
     token = (fields.get("token") or [""])[0]
     if settings.token is None or not token_ok(settings, token):
-        html = render("login.html", failed=settings.token is not None, version=__version__)
+        html = render("page_login.html", failed=settings.token is not None, version=__version__)
         return HTMLResponse(html, status_code=401 if settings.token is not None else 200)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(

@@ -133,3 +133,17 @@ def test_the_page_asks_for_the_token_and_takes_it_once(fleet: history.Fleet, bro
         assert page.url == url + "/"
         # Problems other than the deliberate 401 of the wrong token.
         assert [p for p in problems if "401" not in p] == []
+
+
+def test_the_templates_are_package_data() -> None:
+    """A wheel carries the page: every template matches the package-data globs."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["*"]
+    templates = sorted((ROOT / "slo").glob("page_*.html"))
+    assert [t.name for t in templates] == ["page_base.html", "page_index.html", "page_login.html"]
+    for t in templates:
+        assert any(fnmatch.fnmatch(t.name, g) for g in globs), t.name
