@@ -75,6 +75,8 @@ class EngineKind:
     engine_per_model: bool = False
     # No /metrics of its own (Ollama): its sidecar runs in proxy mode.
     needs_proxy: bool = False
+    # Ollama's native `/api/generate` and `/api/chat` beside the OpenAI-compatible API.
+    ollama_api: bool = False
 
     @property
     def default_model(self) -> str:
@@ -365,6 +367,7 @@ ENGINES: dict[str, EngineKind] = {
         generation_error_status=500,
         data_parallel=False,
         needs_proxy=True,
+        ollama_api=True,
     ),
 }
 

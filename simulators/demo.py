@@ -323,7 +323,8 @@ class Sidecar:
     def links(self) -> list[tuple[str, str]]:
         out = [(f"{self.deployment.name} sidecar (normalized)", f"{self.url}/metrics")]
         if self.deployment.kind.needs_proxy:
-            out.append((f"{self.deployment.name} API, through the proxy", f"{self.url}/v1"))
+            # Ollama's own API (/api/generate, /api/chat) and its OpenAI one (/v1/...).
+            out.append((f"{self.deployment.name} API, through the proxy", self.url))
         return out
 
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from inferwatch.simulators import openai
+from inferwatch.simulators import ollama, openai
 from inferwatch.simulators.catalog import EngineSimulator, refusal_error
 from inferwatch.simulators.dcgm import DcgmWriter
 from inferwatch.simulators.model import INF, Realtime, Request
@@ -49,6 +49,9 @@ class EngineServer:
             app.router.add_get(path, self.document)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        if self.engine.kind.ollama_api:
+            app.router.add_post("/api/generate", self.ollama_generate)
+            app.router.add_post("/api/chat", self.ollama_chat)
 
         async def start(_app: web.Application) -> None:
             self.clock.start()
@@ -200,6 +203,83 @@ class EngineServer:
             if answer.c.include_usage:
                 await send(answer.usage_chunk(req.output_tokens))
         await send("[DONE]")
+        await response.write_eof()
+        return response
+
+    # -- Ollama's native API ------------------------------------------------------------------
+
+    async def ollama_generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._ollama(request, chat=False)
+
+    async def ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._ollama(request, chat=True)
+
+    async def _ollama(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        es = self.engine
+
+        def error(status: int, message: str) -> web.Response:
+            return web.json_response({"error": message}, status=status)
+
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return error(400, "invalid JSON in the request body")
+        model = body.get("model") if isinstance(body, dict) else None
+        if model not in es.models:
+            return error(404, ollama.not_found(model))
+        assert isinstance(body, dict) and isinstance(model, str)
+        if not chat and not body.get("prompt"):
+            return web.json_response(ollama.loaded(model))
+        try:
+            c = ollama.completion(body, chat)
+        except ApiError as err:
+            return error(err.status, err.message)
+        req = self._request(c, request.path)
+        events: asyncio.Queue[str] = asyncio.Queue()
+        req.listener = lambda _req, event: events.put_nowait(event)
+        reason = self.clock.submit(req, es.rank_of(model))
+        if reason is not None:
+            err = refusal_error(es.kind, reason, es.sim, req.prompt_tokens, req.max_tokens)
+            return error(err.status, err.message)
+        try:
+            if c.stream:
+                return await self._ollama_stream(request, req, model, chat, events)
+            while await events.get() != "finished":
+                pass
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.clock.abort(req)  # the client went away
+            raise
+        if req.finish_reason == "error":
+            return error(500, "the model runner stopped unexpectedly")
+        text = "".join(openai.token_text(req.id, i) for i in range(req.output_tokens))
+        return web.json_response(ollama.done_line(model, chat, req, text))
+
+    async def _ollama_stream(
+        self,
+        request: web.Request,
+        req: Request,
+        model: str,
+        chat: bool,
+        events: asyncio.Queue[str],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+
+        async def send(doc: dict) -> None:
+            await response.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+
+        sent = 0
+        while True:
+            event = await events.get()
+            while sent < req.output_tokens:
+                await send(ollama.token_line(model, chat, openai.token_text(req.id, sent)))
+                sent += 1
+            if event == "finished":
+                break
+        if req.finish_reason == "error":
+            await send({"error": "the model runner stopped unexpectedly"})
+        else:
+            await send(ollama.done_line(model, chat, req))
         await response.write_eof()
         return response
 

@@ -43,6 +43,7 @@ from inferwatch.simulators.model import (
     Workload,
 )
 from tests.conftest import FIXTURES, ROOT, UPSTREAM, require_tool
+from tests.harness.exporter import ExporterProcess, sample_value
 
 VLLM_CAPTURE = UPSTREAM / "vllm-0.32.0-cpu-tiny-real.prom"
 DCGM_CAPTURE = UPSTREAM / "dcgm-exporter-gpu-operator-v25.10.0.prom"
@@ -791,6 +792,59 @@ def test_triton_sends_each_request_to_its_models_engine() -> None:
         assert value(page, "nv_inference_request_success", model=second) == 3
         assert value(page, "nv_inference_request_success", model=first) == 0
         assert value(page, "nv_inference_first_response_histogram_ms_count", model=second) == 3
+
+    serve_and(es, scenario)
+
+
+def test_ollama_native_api_through_its_proxying_sidecar(tmp_path: Path) -> None:
+    es = catalog.build("ollama", load=None, workload=CLEAN, seed=33)
+
+    async def scenario(session: aiohttp.ClientSession, url: str) -> None:
+        sidecar = ExporterProcess(tmp_path, upstream=url, extra_args=["--proxy"])
+        await asyncio.to_thread(sidecar.start)
+        try:
+            proxy = sidecar.url
+            # Streamed by default: one token a line, then the counts.
+            body = {"model": es.model, "prompt": "Why is the sky blue?"}
+            body["options"] = {"num_predict": 12}
+            async with session.post(f"{proxy}/api/generate", json=body) as resp:
+                assert resp.headers["Content-Type"] == "application/x-ndjson"
+                lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+            *tokens, final = lines
+            assert tokens and all(not t["done"] and t["response"] for t in tokens)
+            assert final["done"] and final["done_reason"] in ("stop", "length")
+            assert final["eval_count"] == len(tokens) <= 12
+            assert final["prompt_eval_count"] == 6 and final["total_duration"] > 0
+            chat = {
+                "model": es.model,
+                "messages": [{"role": "user", "content": "Hello there"}],
+                "stream": False,
+                "options": {"num_predict": 5},
+            }
+            async with session.post(f"{proxy}/api/chat", json=chat) as resp:
+                whole = await resp.json()
+            assert whole["done"] and whole["message"]["content"].strip()
+            # An empty prompt only loads the model; an unknown model is refused.
+            async with session.post(f"{proxy}/api/generate", json={"model": es.model}) as resp:
+                assert (await resp.json())["done_reason"] == "load"
+            async with session.post(
+                f"{proxy}/api/generate", json={"model": "nope", "prompt": "hi"}
+            ) as resp:
+                assert resp.status == 404
+                assert "not found" in (await resp.json())["error"]
+            page = (await asyncio.to_thread(sidecar.metrics)).body
+        finally:
+            await asyncio.to_thread(sidecar.stop)
+        ours = {"engine": "ollama", "model": es.model, "source": "proxy"}
+        finished = sample_value(page, "llm_requests_finished_total", **ours, reason="stop") or 0
+        finished += sample_value(page, "llm_requests_finished_total", **ours, reason="length") or 0
+        assert finished == 2  # the load is not a generation
+        generated = sample_value(page, "llm_generation_tokens_total", **ours)
+        assert generated == final["eval_count"] + whole["eval_count"]
+        assert sample_value(page, "llm_time_to_first_token_seconds_count", **ours) == 1
+        refused = {"engine": "ollama", "model": "nope", "reason": "error", "source": "proxy"}
+        assert sample_value(page, "llm_requests_finished_total", **refused) == 1
+        assert sample_value(page, "llm_engine_info", engine="ollama", model=es.model) == 1
 
     serve_and(es, scenario)
 
