@@ -97,7 +97,7 @@ def page(
     except PrometheusUnavailable as exc:
         error = str(exc)
     html = render(
-        "index.html",
+        "page_index.html",
         statuses=statuses,
         advice=advice,
         error=error,
