@@ -233,6 +233,21 @@ def test_triton_serving_two_models_reports_each_and_states_each() -> None:
     assert len([k for k in got if k.startswith("llm_engine_info")]) == 2
 
 
+def test_triton_page_has_the_families_of_triton_24() -> None:
+    """The real page's per-model families, with 24.x's failure reasons and the first-response
+    histogram of `histogram_latencies=true` (as in the multi-model page built from the docs)."""
+    es = catalog.build("triton", load=profile("normal"), seed=2)
+    es.sim.advance_to(30)
+    page = families(es.writer.render().decode())
+    real = families(capture("triton-trtllm-base-nv_inference-readme.prom"))
+    multi = families((FIXTURES / "engines" / "triton-multi-model.prom").read_text())
+    real["nv_inference_request_failure"] = multi["nv_inference_request_failure"]
+    first = "nv_inference_first_response_histogram_ms"
+    real[first] = multi[first]
+    assert page == real
+    assert real["nv_inference_request_failure"][1] == ("model", "reason", "version")
+
+
 def test_triton_fixture_states_engine_info_for_every_model() -> None:
     text = (FIXTURES / "engines" / "triton-multi-model.prom").read_text()
     adapter = registry.get("triton")

@@ -922,6 +922,8 @@ def test_realtime_runs_the_model_on_the_wall_clock() -> None:
         (["simulate", "--engine", "vllm", "--listen", "nowhere"], "expected HOST:PORT"),
         (["simulate", "--engine", "vllm", "--profile", "spiky"], "unknown load profile"),
         (["simulate", "--engine", "tgi", "--data-parallel", "2"], "no data parallelism"),
+        (["simulate", "--engine", "triton", "--data-parallel", "2"], "no data parallelism"),
+        (["simulate", "--engine", "vllm", "--model", "a", "--model", "b"], "serves one model"),
         (["simulate", "--engine", "vllm", "--max-model-len", "999999"], "does not fit"),
         (["simulate", "--engine", "dcgm", "--gpu-model", "tpu"], "unknown GPU model"),
         (["demo", "--duration", "0"], "--duration must be positive"),
