@@ -140,15 +140,6 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return start + (upper - start) * (rank / count) if count > 0 else upper
 
 
-def fraction_at_most(threshold: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Share of observations at or under `threshold`, which must be a bucket boundary."""
-    total = next((c for le, c in buckets if math.isinf(le)), None)
-    under = next((c for le, c in buckets if math.isclose(le, threshold, rel_tol=1e-9)), None)
-    if total is None or under is None or total <= 0:
-        return None
-    return under / total
-
-
 def counter_increase(values: Sequence[float]) -> float:
     """How much a counter grew over consecutive samples; a drop is a restart from zero."""
     grown = 0.0
@@ -243,10 +234,6 @@ class Figures:
         data = self.buckets.get(histogram)
         return next((c for le, c in data if math.isinf(le)), None) if data else None
 
-    def good_fraction(self, histogram: str, threshold: float) -> float | None:
-        data = self.buckets.get(histogram)
-        return fraction_at_most(threshold, data) if data else None
-
     def gauge(self, name: str, stat: str) -> float | None:
         s = self.gauges.get(name)
         return None if s is None else s.get(stat)
@@ -289,19 +276,6 @@ class Figures:
         label = f"{histogram} p{_percent(q)} over {self.window}"
         return self._evidence(label, expr, self.quantile(histogram, q), "seconds")
 
-    def evidence_good_fraction(self, histogram: str, threshold: float) -> Evidence:
-        family = queries.HISTOGRAMS[histogram]
-        le = promql.eq("le", _le(threshold))
-        m = self.target.matchers()
-        under = f"sum(increase({promql.series(family + '_bucket', *m, le)}[{self.window}]))"
-        total = f"sum(increase({promql.series(family + '_count', *m)}[{self.window}]))"
-        return self._evidence(
-            f"share of {histogram} at or under {promql.number(threshold)} s over {self.window}",
-            f"{under}\n/\n{total}",
-            self.good_fraction(histogram, threshold),
-            "ratio",
-        )
-
     def evidence_counter(self, counter: str) -> Evidence:
         expr = queries.counter(counter, self.window, self._labels, self.target.matchers())
         return self._evidence(
@@ -341,12 +315,6 @@ class Figures:
 def _percent(q: float) -> str:
     text = f"{q * 100:.4f}".rstrip("0").rstrip(".")
     return text
-
-
-def _le(threshold: float) -> str:
-    from inferwatch.exporters.buckets import le_text
-
-    return le_text(threshold)
 
 
 def merge_buckets(series: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
