@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.conftest import IN_CI
 from tests.e2e import realvllm
+from tests.e2e.stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +42,52 @@ def real_vllm(
     server = realvllm.start_server(vllm_install, Path(tmp_path_factory.mktemp("vllm")), **options)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    real_vllm: realvllm.VllmServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The sidecar, Prometheus with the generated rules, Alertmanager and a webhook receiver in
+    front of the session's vLLM (see stack.py). Stopped by PID at the end of the session, and
+    checked to be gone."""
+    chain = Stack.start(real_vllm, Path(tmp_path_factory.mktemp("stack")))
+    yield chain
+    pids = chain.processes()
+    chain.stop()
+    left = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    assert left == [], f"still running after stop: {left}"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+# The run's measured figures (counts, latency agreement, alert timing, advice, dashboard
+# coverage), shown at the end of the run and written as JSON beside the run's temporary files.
+REPORT = pytest.StashKey[dict[str, list[str]]]()
+
+
+@pytest.fixture(scope="session")
+def e2e_report(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, list[str]]]:
+    sections: dict[str, list[str]] = {}
+    request.config.stash[REPORT] = sections
+    yield sections
+    path = tmp_path_factory.getbasetemp() / "e2e-report.json"
+    path.write_text(json.dumps(sections, indent=2) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    sections = config.stash.get(REPORT, None)
+    if not sections:
+        return
+    terminalreporter.section("inferwatch against a real vLLM: what was measured")
+    for title, lines in sections.items():
+        terminalreporter.write_line(title)
+        for line in lines:
+            terminalreporter.write_line("  " + line)

@@ -14,6 +14,10 @@ from pathlib import Path
 
 VOCAB_SIZE = 2048  # the trainer stops sooner: the corpus has about 1,200 merges
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>", "<pad>"]
+# The tokenizer's base alphabet: printable ASCII and the newline, not all 256 bytes. A random
+# model emits any token it has; a lone byte of a multi-byte character decodes to no text, and a
+# run of them holds a stream's first chunk back (TTFT as the client sees it) for as long.
+ALPHABET_TEXT = "".join(map(chr, range(32, 127))) + "\n"
 # Plain "role: text" turns; the prompt ends where the assistant's turn begins.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -28,12 +32,14 @@ def build(corpus: Path, out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()
+    alphabet = sorted({c for piece, _ in byte_level.pre_tokenize_str(ALPHABET_TEXT) for c in piece})
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=alphabet,
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus.read_text().splitlines(), trainer=trainer)
@@ -47,7 +53,7 @@ def build(corpus: Path, out: Path) -> None:
     )
 
     config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=len(fast),  # no id without a token: every generated id decodes to text
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
