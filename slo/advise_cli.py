@@ -12,6 +12,9 @@ from inferwatch.alerts import promql
 from inferwatch.slo import report
 from inferwatch.slo.models import Advice
 
+# The command line waits longer for Prometheus than the API (a large fleet's batch).
+TIMEOUT = 30.0
+
 
 class AdviseError(RuntimeError):
     """Why advice could not be given, in one line."""
@@ -55,7 +58,7 @@ def from_prometheus(
     namespace: str | None,
     deployment: str | None,
     window: str,
-    config: Sequence[Path],
+    config_paths: Sequence[Path],
     kubernetes: str,
     kubeconfig: str | None,
 ) -> list[Advice]:
@@ -70,11 +73,12 @@ def from_prometheus(
     except ValueError:
         raise AdviseError(f"--window {window!r}: a duration of at least 1m, e.g. 6h") from None
     try:
-        prom = Prometheus(url)
+        prom = Prometheus(url, timeout=TIMEOUT)
     except ValueError as exc:
         raise AdviseError(str(exc)) from None
     reader, note = _reader(kubernetes, kubeconfig)
-    service = SLOService(_specs(config), prom, ServiceConfig(window=window), reader, note)  # type: ignore[arg-type]
+    config = ServiceConfig(window=window, timeout=TIMEOUT)
+    service = SLOService(_specs(config_paths), prom, config, reader, note)  # type: ignore[arg-type]
     try:
         return service.advice(namespace, deployment)
     except (PrometheusUnavailable, QueryRefused, NotFound) as exc:

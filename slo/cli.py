@@ -309,7 +309,7 @@ def advise(
                 namespace=namespace,
                 deployment=deployment,
                 window=window or "6h",
-                config=config,
+                config_paths=config,
                 kubernetes=kubernetes,
                 kubeconfig=kubeconfig,
             )
