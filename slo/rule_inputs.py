@@ -30,7 +30,8 @@ class Inputs:
     availability: tuple[AvailabilityObjective, ...] = ()
     deployment: DeploymentSpec | None = None
     deployment_note: str = ""  # why the Deployment was not read, when it was not
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # KEDA's serverAddress: the Prometheus the service reads, else the reference deployments'.
+    prometheus_url: str = field(default_factory=lambda: _reference_prometheus())
     flags: dict[str, Current] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -41,6 +42,12 @@ class Inputs:
     @property
     def engine(self) -> str | None:
         return self.figures.target.engine
+
+
+def _reference_prometheus() -> str:
+    from inferwatch.deploy import manifests
+
+    return manifests.PROMETHEUS_URL
 
 
 @dataclass
