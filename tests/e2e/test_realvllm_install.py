@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from inferwatch.load.prompts import WORDS
-from tests.e2e import realvllm
+from inferwatch.simulators import realvllm
+from tests.e2e import realvllm as e2e_vllm
 
 
 def fake_steps(monkeypatch: pytest.MonkeyPatch, version: str = realvllm.VLLM_VERSION) -> list[str]:
@@ -83,11 +84,35 @@ def test_a_step_that_hangs_is_stopped(tmp_path):
 
 def test_the_cache_follows_inferwatch_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("INFERWATCH_CACHE", str(tmp_path))
-    assert realvllm.cache_dir() == tmp_path / "vllm-0.32.0"
+    assert e2e_vllm.cache_dir() == tmp_path / "vllm-0.32.0"
+    assert realvllm.default_cache() == tmp_path / "vllm-0.32.0"  # the demo's, then
     monkeypatch.delenv("INFERWATCH_CACHE")
-    assert realvllm.cache_dir() == realvllm.ROOT / ".cache" / "vllm-0.32.0"
+    assert e2e_vllm.cache_dir() == e2e_vllm.ROOT / ".cache" / "vllm-0.32.0"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert realvllm.default_cache() == tmp_path / "xdg" / "inferwatch" / "vllm-0.32.0"
+
+
+def test_the_server_command_keeps_its_files_in_the_workdir(tmp_path):
+    inst = realvllm.Installation(tmp_path / "venv", tmp_path / "model")
+    argv, env = realvllm.server_command(inst, 8123, tmp_path / "run", max_num_seqs=2)
+    assert argv[1] == str(realvllm.GUARD) and realvllm.GUARD.is_file()
+    assert argv[2:5] == [str(inst.python), "-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(argv[5::2], argv[6::2], strict=False))
+    assert flags["--port"] == "8123" and flags["--host"] == "127.0.0.1"
+    assert flags["--max-num-seqs"] == "2" and flags["--served-model-name"] == "tiny"
+    for name in ("TMPDIR", "VLLM_CACHE_ROOT", "HF_HOME"):
+        assert Path(env[name]).is_dir() and Path(env[name]).is_relative_to(tmp_path / "run")
+    assert env["OMP_NUM_THREADS"] == "1"
 
 
 def test_the_tokenizer_learns_every_prompt_word():
     corpus = set(realvllm.tokenizer_corpus().split())
     assert set(WORDS) <= corpus
+
+
+def test_a_socket_folder_too_long_for_vllm_is_refused(tmp_path):
+    inst = realvllm.Installation(tmp_path / "venv", tmp_path / "model")
+    deep = tmp_path / ("d" * (realvllm.MAX_SOCKET_DIR - len(f"{tmp_path}//tmp")))
+    realvllm.server_command(inst, 8123, deep)  # exactly at the limit
+    with pytest.raises(ValueError, match=r"a Unix socket's path allows 70 there: set TMPDIR"):
+        realvllm.server_command(inst, 8123, Path(str(deep) + "x"))

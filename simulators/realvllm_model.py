@@ -1,4 +1,5 @@
-"""Build the tiny Llama that the real-vLLM tests serve: `python tinymodel.py CORPUS OUT_DIR`.
+"""Build the tiny Llama that a real vLLM serves in the e2e tests and `inferwatch demo --real-vllm`:
+`python realvllm_model.py CORPUS OUT_DIR`.
 
 Runs inside vLLM's own virtual environment (it has torch, transformers and tokenizers; the
 project's does not). The model has random weights from a fixed seed and a byte-level BPE
@@ -76,5 +77,5 @@ def build(corpus: Path, out: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python tinymodel.py CORPUS OUT_DIR")
+        sys.exit("usage: python realvllm_model.py CORPUS OUT_DIR")
     build(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,13 +1,13 @@
 """Run a command in a process group of its own and take the whole group down with it:
-`python guard.py [--grace SECONDS] COMMAND...`.
+`python realvllm_guard.py [--grace SECONDS] COMMAND...`.
 
 vLLM's API server starts an engine core (and multiprocessing's resource tracker) that outlive
 it when it is killed outright. The guard starts the server in a new process group, forwards
 SIGTERM and SIGINT to that group, and when the server has exited kills whatever is left of
 the group (SIGKILL; also when the group is still there `--grace` seconds after a SIGTERM,
 10 by default). It asks the kernel for SIGTERM when its own parent dies, so even a test run
-that is killed with SIGKILL leaves no engine behind. Its exit code is the command's (128 + N
-for a command ended by signal N, as a shell reports it).
+or a demo that is killed with SIGKILL leaves no engine behind. Its exit code is the
+command's (128 + N for a command ended by signal N, as a shell reports it).
 """
 
 from __future__ import annotations
@@ -62,5 +62,5 @@ if __name__ == "__main__":
         grace = float(argv[1])
         argv = argv[2:]
     if not argv:
-        sys.exit("usage: python guard.py [--grace SECONDS] COMMAND [ARGS...]")
+        sys.exit("usage: python realvllm_guard.py [--grace SECONDS] COMMAND [ARGS...]")
     sys.exit(main(argv, grace))
