@@ -61,7 +61,8 @@ class PlanRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    params: float | None = Field(None, gt=0, description="Parameter count, e.g. 70e9.")
+    # 1e15 is far past any model; the bound keeps the arithmetic finite.
+    params: float | None = Field(None, gt=0, le=1e15, description="Parameter count, e.g. 70e9.")
     dtype: Dtype = "fp16"
     model: str | None = Field(
         None,
