@@ -28,13 +28,15 @@ def vllm_install() -> realvllm.Installation:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server (1.2 GB, an engine core) and the chain in front of it are stopped
+# once the last e2e test has run, not left idling through the rest of the suite.
+@pytest.fixture(scope="package")
 def real_vllm(
     request: pytest.FixtureRequest,
     vllm_install: realvllm.Installation,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[realvllm.VllmServer]:
-    """A running vLLM shared by the session. Its options (`max_num_seqs`,
+    """A running vLLM shared by the e2e tests. Its options (`max_num_seqs`,
     `kv_cache_memory_bytes`, ... of `realvllm.start_server`) can be set by indirect
     parametrization: `@pytest.mark.parametrize("real_vllm", [{"max_num_seqs": 2}],
     indirect=True)` starts one server per distinct set."""
@@ -44,7 +46,7 @@ def real_vllm(
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(
     real_vllm: realvllm.VllmServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
