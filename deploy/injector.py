@@ -303,7 +303,10 @@ def inject_document(
     where = where or _describe(doc, index)
     name = _name(doc)
     if kind == "List" or (kind.endswith("List") and isinstance(doc.get("items"), list)):
-        for i, item in enumerate(doc.get("items") or [], 1):
+        items = doc.get("items")
+        if items is not None and not isinstance(items, list):
+            raise InjectError(f"{where}: `items` is a {type(items).__name__}, not a list")
+        for i, item in enumerate(items or [], 1):
             item_where = f"{where} item {i}"
             if isinstance(item, dict):
                 item_where += f" ({item.get('kind', 'no kind')} {_name(item) or '(no name)'})"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -546,6 +546,7 @@ def _documents(draw: st.DrawFn) -> Any:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_documents())
+@example({"kind": "List", "items": 1})
 def test_any_document_is_injected_or_refused_with_a_reason_never_a_crash(doc):
     try:
         injector.inject_document(doc)
