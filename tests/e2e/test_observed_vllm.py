@@ -45,12 +45,13 @@ MEAN_SLACK = 0.05
 MAX_NUM_SEQS = realvllm.MAX_NUM_SEQS  # the session's server
 OVERLOAD_CONCURRENCY = 32
 UPSTREAM_ADVICE_WINDOW = "15s"
-# The SLO service reads gauges at steps of at least 30 s and judges no fewer than 5 of them:
-# a window of 150 s, asked for 95 s into the overload, has 3 or more steps inside it, and
-# Prometheus must have scraped for the whole window.
+# The SLO service's advisor reads gauges at the multiples of its step (30 s for a window under
+# 30 minutes) within the window, and judges no fewer than 5 readings: a window of 150 s.
 PROMETHEUS_ADVICE_WINDOW = "150s"
-PROMETHEUS_ADVICE_AFTER = 95.0
-PROMETHEUS_HISTORY = 160.0
+ADVICE_STEP = 30
+ADVICE_READINGS = 5
+OVERLOADED_READINGS = 3  # of them, the last ones, taken while the queue is full
+QUEUE_SETTLE = 5.0  # seconds from the overload's start to a full queue
 OVERLOAD_AFTER_ADVICE = 10.0  # seconds of overload left when it is asked
 # A problem `_run_dashboard` reports: "<uid> / <panel title> / <refId>: <expr>" and the finding.
 NO_DATA = re.compile(r"(.+? / .+ / \w+): (.*)\n    returned no data", re.DOTALL)
@@ -71,25 +72,24 @@ class Workload:
         return [self.plain, *self.streamed]
 
     def expected(self) -> dict[str, int]:
-        requests = sum(r.requests_ok for r in self.reports)
-        return {
-            "llm_requests_finished_total": requests,
-            "llm_prompt_tokens_total": sum(r.prompt_tokens for r in self.reports),
-            "llm_generation_tokens_total": sum(r.completion_tokens for r in self.reports),
-            "llm_time_to_first_token_seconds_count": requests,
-            "llm_request_duration_seconds_count": requests,
-        }
+        return counted(self.reports)
 
 
-def _add(before: dict[str, float], reports: list[LoadReport]) -> dict[str, float]:
+def counted(reports: list[LoadReport]) -> dict[str, int]:
+    """What the sidecar's counters must grow by: the load generator's figures, taken from the
+    engine's answers (`usage`)."""
     requests = sum(r.requests_ok for r in reports)
-    added = {
+    return {
         "llm_requests_finished_total": requests,
         "llm_prompt_tokens_total": sum(r.prompt_tokens for r in reports),
         "llm_generation_tokens_total": sum(r.completion_tokens for r in reports),
         "llm_time_to_first_token_seconds_count": requests,
         "llm_request_duration_seconds_count": requests,
     }
+
+
+def _add(before: dict[str, float], reports: list[LoadReport]) -> dict[str, float]:
+    added = counted(reports)
     return {name: before[name] + added[name] for name in before}
 
 
@@ -263,6 +263,16 @@ def _firing(name: str):
     return seen
 
 
+def advice_time(history_from: float, overload_from: float) -> float:
+    """When to ask the SLO service, so that each of its readings has Prometheus data and the
+    last `OVERLOADED_READINGS` fall in the overload: just past the first step that allows it."""
+    last_step = max(
+        history_from + (ADVICE_READINGS - 1) * ADVICE_STEP,
+        overload_from + QUEUE_SETTLE + (OVERLOADED_READINGS - 1) * ADVICE_STEP,
+    )
+    return math.ceil(last_step / ADVICE_STEP) * ADVICE_STEP + 1.0
+
+
 def test_overload_queues_fires_the_queue_alert_and_gets_fitting_advice(
     stack: Stack, e2e_report: dict[str, list[str]]
 ) -> None:
@@ -274,7 +284,7 @@ def test_overload_queues_fires_the_queue_alert_and_gets_fitting_advice(
 
     outcome: dict[str, LoadReport] = {}
     # The SLO service's window must lie within Prometheus' history when it is asked.
-    advise_at = max(time.time() + PROMETHEUS_ADVICE_AFTER, stack.started + PROMETHEUS_HISTORY)
+    advise_at = advice_time(stack.started, time.time())
     overload = LoadSpec(
         stack.server.base_url,
         concurrency=OVERLOAD_CONCURRENCY,
