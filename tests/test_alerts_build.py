@@ -257,3 +257,73 @@ def test_window_table_is_loaded_from_its_data_file() -> None:
         ("warning", "3d", "6h"),
     ]
     assert windows.needed() == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def test_free_text_in_an_slo_description_is_printed_never_evaluated(tmp_path: Path) -> None:
+    (spec,) = slo_spec.parse(
+        "slos:\n  - name: x\n    description: 'p95 {{ $value }} and }} stay text'\n"
+        "    namespace: llm\n    deployment: d\n    sli: {type: availability}\n"
+        "    objective: 0.999\n"
+    )
+    group = slo_rules.slo_group(spec)
+    (page, _ticket) = group.alerts()
+    assert page.description.endswith(
+        'The SLO: p95 {{ "{{" }} $value {{ "}}" }} and {{ "}}" }} stay text'
+    )
+    path = tmp_path / "x.rules.yaml"
+    path.write_text(build.dump(rules.rule_file([group], AlertConfig().runbook)))
+    promtool.check_rules(path)  # the template parses
+    test = tmp_path / "x.test.yaml"
+    test.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [path.name],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {
+                                "series": 'llm_requests_finished_total{namespace="llm",'
+                                'deployment="d",reason="error"}',
+                                "values": "0+50x10",
+                            },
+                            {
+                                "series": 'llm_requests_finished_total{namespace="llm",'
+                                'deployment="d",reason="stop"}',
+                                "values": "0+50x10",
+                            },
+                        ],
+                        "alert_rule_test": [
+                            {
+                                "eval_time": "3m",
+                                "alertname": "LLMSLOErrorBudgetBurn",
+                                "exp_alerts": [
+                                    {
+                                        "exp_labels": {
+                                            "severity": "critical",
+                                            "slo": "x",
+                                            "namespace": "llm",
+                                            "deployment": "d",
+                                        },
+                                        "exp_annotations": {
+                                            "summary": page.summary,
+                                            "description": (
+                                                "SLO x of llm/d is burning its 30d error budget "
+                                                "500x faster than its objective of 99.9% allows "
+                                                "(page thresholds: 14.4x over 1h and 5m, 6x over "
+                                                "6h and 30m). The SLO: p95 {{ $value }} and }} "
+                                                "stay text"
+                                            ),
+                                            "runbook_url": AlertConfig().runbook(page.name),
+                                        },
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    promtool.test_rules(test)
