@@ -3,6 +3,7 @@ generated rules, Alertmanager and a webhook receiver.
 
     stack = Stack.start(server, workdir)
     stack.sidecar_totals(), stack.prom_total("llm_generation_tokens_total", at=t)
+    stack.recommendations()  # the SLO service's GET /v1/recommendations for the deployment
     stack.stop()
 
 The sidecar is the real `inferwatch exporter` process with the pod identity the Downward API
@@ -10,11 +11,13 @@ gives it; Prometheus scrapes it every second with the labels our PodMonitor give
 evaluates the rules `inferwatch alerts build` writes, rendered with every `for:` at 5s through
 the alert config users override (as tests/test_alerts_e2e.py does), so alerts fire within
 seconds, and with the SLOs of slos.yaml beside the examples; Alertmanager sends every alert to
-one webhook receiver.
+one webhook receiver; the SLO service (`inferwatch slo serve`) reads that Prometheus with the
+same SLOs.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,9 @@ from inferwatch import schema
 from inferwatch.alerts import build, promql
 from inferwatch.slo import spec as slo_spec
 from tests.e2e.realvllm import VllmServer
+from tests.harness import loopback, procs
 from tests.harness.alertmanager import Alertmanager, WebhookReceiver
-from tests.harness.exporter import ExporterProcess
+from tests.harness.exporter import ExporterProcess, inferwatch_command
 from tests.harness.prometheus import Prometheus, pod_labels, scrape_job
 from tests.test_alerts_e2e import FAST
 
@@ -44,6 +48,8 @@ COUNTED = (
 )
 SETTLE_TIMEOUT = 15.0  # seconds for the sidecar and Prometheus to show finished requests
 SLOS = Path(__file__).with_name("slos.yaml")
+# The SLO service's advisor window: it reads gauges at 30 s steps and judges no fewer than 5.
+ADVICE_WINDOW = "150s"
 
 
 def rule_files(out: Path) -> list[Path]:
@@ -70,6 +76,8 @@ class Stack:
     prom: Prometheus
     alertmanager: Alertmanager
     hook: WebhookReceiver
+    slo_service: procs.Proc
+    slo_url: str
     rules: list[Path]
     started: float  # unix time at which Prometheus first scraped the sidecar
 
@@ -95,21 +103,32 @@ class Stack:
                 alertmanager_url=am.url,
             ).start()
             parts.append(prom)
+            slo_service, slo_url = _slo_service(workdir / "slo", prom.url)
+            parts.append(slo_service)
             prom.wait_targets_up(timeout=60)
         except BaseException:
             for part in reversed(parts):
                 part.stop()
             raise
-        return cls(server, sidecar, prom, am, hook, rules, time.time())
+        return cls(server, sidecar, prom, am, hook, slo_service, slo_url, rules, time.time())
 
     def stop(self) -> None:
+        self.slo_service.stop()
         self.prom.stop()
         self.alertmanager.stop()
         self.sidecar.stop()
         self.hook.stop()
 
     def processes(self) -> list[int]:
-        return [p.pid for p in (self.prom.proc, self.alertmanager.proc, self.sidecar.proc) if p]
+        parts = (self.slo_service, self.prom.proc, self.alertmanager.proc, self.sidecar.proc)
+        return [p.pid for p in parts if p]
+
+    def recommendations(self) -> dict:
+        """The SLO service's advice for this deployment (`GET /v1/recommendations`)."""
+        query = f"namespace={NAMESPACE}&deployment={DEPLOYMENT}"
+        url = f"{self.slo_url}/v1/recommendations?{query}"
+        with loopback.urlopen(url, timeout=60) as resp:
+            return json.load(resp)
 
     # -- reading what each part counted ------------------------------------------------------
 
@@ -147,3 +166,24 @@ class Stack:
             if time.monotonic() >= deadline + SETTLE_TIMEOUT:
                 return last, at
             time.sleep(0.25)
+
+
+def _slo_service(workdir: Path, prometheus: str) -> tuple[procs.Proc, str]:
+    """`inferwatch slo serve` over `prometheus` with the suite's SLOs, on a free port."""
+    url = ""
+
+    def launch(port: int) -> procs.Proc:
+        nonlocal url
+        url = f"http://127.0.0.1:{port}"
+        return procs.start(
+            [
+                *inferwatch_command(), "slo", "serve", "--prometheus", prometheus,
+                "--config", str(SLOS), "--listen", f"127.0.0.1:{port}",
+                "--window", ADVICE_WINDOW, "--kubernetes", "off", "--log-level", "warning",
+            ],
+            name=f"slo-service-{port}",
+            workdir=workdir,
+            ready_url=f"{url}/healthz",
+        )  # fmt: skip
+
+    return procs.on_free_port(launch), url

@@ -27,7 +27,7 @@ from inferwatch.dashboards import coverage, variables
 from inferwatch.load import LoadReport, LoadSpec, run_load
 from tests.e2e import realvllm
 from tests.e2e.agreement import Comparison, Histogram
-from tests.e2e.stack import DEPLOYMENT, NAMESPACE, POD, SELECTOR, SLOS, Stack
+from tests.e2e.stack import ADVICE_WINDOW, DEPLOYMENT, NAMESPACE, POD, SELECTOR, SLOS, Stack
 from tests.harness.exporter import inferwatch_command
 from tests.test_dashboards_prometheus import Deployment, Fleet, _choose_for, _run_dashboard
 
@@ -47,7 +47,6 @@ OVERLOAD_CONCURRENCY = 32
 UPSTREAM_ADVICE_WINDOW = "15s"
 # The SLO service's advisor reads gauges at the multiples of its step (30 s for a window under
 # 30 minutes) within the window, and judges no fewer than 5 readings: a window of 150 s.
-PROMETHEUS_ADVICE_WINDOW = "150s"
 ADVICE_STEP = 30
 ADVICE_READINGS = 5
 OVERLOADED_READINGS = 3  # of them, the last ones, taken while the queue is full
@@ -308,13 +307,15 @@ def test_overload_queues_fires_the_queue_alert_and_gets_fitting_advice(
             alerts = stack.hook.wait_for(_firing(name), timeout=60)
             notified = time.time()
             from_upstream = upstream.result()
-        # ...and by the SLO service's advisor from the deployment's history in Prometheus,
-        # once enough of its readings fall into the overload.
+        # ...and by the SLO service from the deployment's history in Prometheus, once enough
+        # of its readings fall into the overload: the running service, and `advise
+        # --prometheus` (the same advisor on the command line).
         time.sleep(max(0.0, advise_at - time.time()))
         with Advise(
             "--prometheus", prom.url, "--namespace", NAMESPACE, "--deployment", DEPLOYMENT,
-            "--window", PROMETHEUS_ADVICE_WINDOW, "--config", str(SLOS),
+            "--window", ADVICE_WINDOW, "--config", str(SLOS),
         ) as advise:  # fmt: skip
+            from_service = stack.recommendations()
             from_prometheus = advise.result()
     finally:
         load.join(advise_at - time.time() + 120)
@@ -341,8 +342,10 @@ def test_overload_queues_fires_the_queue_alert_and_gets_fitting_advice(
     }
     assert f"waiting on pod {NAMESPACE}/{POD}" in alert["annotations"]["description"]
 
-    # Both advisors see the batch at its limit with an almost empty KV cache: raise the limit.
-    for advice in (from_upstream, from_prometheus):
+    # Every advisor sees the batch at its limit with an almost empty KV cache: raise the limit.
+    (served,) = from_service["deployments"]
+    assert served["target"]["deployment"] == DEPLOYMENT
+    for advice in (from_upstream, from_prometheus, {"recommendations": served["recommendations"]}):
         rec = _max_num_seqs(advice)
         assert rec["direction"] == "raise"
         assert rec["current"] == MAX_NUM_SEQS and rec["proposed"] > MAX_NUM_SEQS
@@ -355,11 +358,12 @@ def test_overload_queues_fires_the_queue_alert_and_gets_fitting_advice(
         f"queue above {MAX_NUM_SEQS} in Prometheus {queued - started:.1f} s after the load "
         f"started; {name} at the webhook {notified - started:.1f} s after it (for: 5s)",
     ] + [
-        f"advise {source}: [{rec['kind']}] {rec['parameter']} {rec['current']} -> "
+        f"{source}: [{rec['kind']}] {rec['parameter']} {rec['current']} -> "
         f"{rec['proposed']} ({rec['confidence']}): {rec['rationale']}"
         for source, advice in (
-            ("--upstream", from_upstream),
-            ("--prometheus (the SLO service)", from_prometheus),
+            ("advise --upstream", from_upstream),
+            ("advise --prometheus", from_prometheus),
+            ("the SLO service", {"recommendations": served["recommendations"]}),
         )
         for rec in advice["recommendations"]
     ]
