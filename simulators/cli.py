@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
@@ -141,14 +143,30 @@ def demo(
         help="A real vLLM (CPU build, tiny model) under a load in waves instead of the "
         "simulators; installed into $INFERWATCH_CACHE or ~/.cache/inferwatch on first use.",
     ),
+    warmup: float = typer.Option(
+        90.0,
+        "--warmup",
+        help="Seconds before the advice, the SLOs' state and the dashboard previews "
+        "(sooner when --duration is shorter).",
+    ),
+    out: Path = typer.Option(
+        Path("inferwatch-demo"),
+        "--out",
+        help="Folder for what the demo writes to keep: SLO specs, rules, advice, previews.",
+    ),
 ) -> None:
-    """A local fleet: a simulated deployment of every engine, DCGM, a sidecar each, Prometheus."""
+    """A local fleet: a simulated deployment of every engine, DCGM, a sidecar each, Prometheus
+    with the generated rules, the SLO service; after a warm-up, advice and dashboard previews."""
     import asyncio
 
     from inferwatch.simulators import demo as demo_module
 
     if duration is not None and duration <= 0:
         raise _fail("--duration must be positive")
+    if warmup <= 0:
+        raise _fail("--warmup must be positive")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: not a folder")
     if not 0 <= base_port < 65500:
         raise _fail("--base-port must be 0 or a port below 65500")
     if summary_every <= 0:
@@ -159,6 +177,8 @@ def demo(
         base_port=base_port,
         summary_every=summary_every,
         real_vllm=real_vllm,
+        warmup=warmup,
+        out=out,
     )
     code = asyncio.run(demo_module.run(options))
     raise typer.Exit(code)

@@ -2,20 +2,28 @@
 
 The demo is a list of components started in order and stopped in reverse:
 
-1. the simulators, in this process: one deployment per kind of engine (vLLM twice, one of
+1. the demo's SLO specs (`demo_slo.py`), written to the output folder with the rules
+   `inferwatch alerts build` generates from them;
+2. the simulators, in this process: one deployment per kind of engine (vLLM twice, one of
    them with two data-parallel engine cores; TGI; SGLang; TensorRT-LLM on Triton; Triton
    serving two models; llama.cpp; Ollama), and a dcgm-exporter for a node whose GPUs carry
    their load;
-2. one `inferwatch exporter` sidecar per deployment, each a subprocess as in a pod, told its
+3. one `inferwatch exporter` sidecar per deployment, each a subprocess as in a pod, told its
    pod and namespace so it keeps only its own GPUs from dcgm-exporter. Ollama has no /metrics:
    its sidecar runs in proxy mode, and a load driver streams requests through that proxy, since
    the proxy measures only what it forwards;
-3. a Prometheus (Debian's `prometheus`, when installed) scraping the sidecars with the
-   `namespace`/`pod`/`deployment` labels our PodMonitor gives them, on temporary storage;
-4. a live summary read from the sidecars' normalized metrics.
+4. a Prometheus (Debian's `prometheus`, when installed) scraping the sidecars with the
+   `namespace`/`pod`/`deployment` labels our PodMonitor gives them, on temporary storage,
+   evaluating the generated recording rules, alerts and the demo's SLO rules;
+5. the SLO service (`inferwatch slo serve`) over that Prometheus and the demo's SLOs;
+6. after the warm-up (`Warmup`; sooner when `--duration` is shorter), the reports: the advice
+   for a deployment or two (`inferwatch advise --upstream`, which needs no Prometheus), what the
+   SLO service says of each SLO, and PNG previews of the dashboards (`demo_reports.py`);
+7. a live summary read from the sidecars' normalized metrics.
 
 With `--real-vllm`, a real vLLM and a load in waves take the simulators' place (demo_real.py).
-Later parts (the SLO service, dashboard previews, advice) join as further components.
+What the demo writes for the user to keep (specs, rules, advice, previews) goes to one output
+folder it announces; everything else lives in a temporary folder removed at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import json
 import math
 import os
@@ -32,9 +41,10 @@ import socket
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 import typer
@@ -51,6 +61,10 @@ NAMESPACE = "demo"
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 5.0
 READY_TIMEOUT = 20.0
+WARMUP = 90.0  # seconds: chat's wave profile runs 60 s normal, then 30 s overloaded
+OUT = Path("inferwatch-demo")
+# Seconds the end of a --duration run waits for reports still running (advice, previews).
+SETTLE_TIMEOUT = 180.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,8 @@ class Options:
     summary_every: float = 5.0
     fleet: tuple[Deployment, ...] = FLEET
     real_vllm: bool = False  # a real vLLM and a load in waves instead of the simulators
+    warmup: float = WARMUP  # seconds from the start to the reports
+    out: Path = OUT  # what the demo writes for the user to keep
 
 
 class Component(Protocol):
@@ -112,6 +128,65 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     def links(self) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class Report(Protocol):
+    """A component that reports once, after the warm-up."""
+
+    async def settle(self) -> None:
+        """Return when the report is printed (or has failed and said why)."""
+
+
+class Warmup:
+    """When the reports are due: `seconds` after everything has started (`begin()`).
+
+    A report that needs a stretch of history before it (the advisor's sampling window) waits
+    for `due - before`; one that reads history (the previews) asks `since_start()` how much
+    there is.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.created = time.monotonic()
+        self.started = math.inf
+        self._ready = asyncio.Event()
+
+    def begin(self) -> None:
+        self.started = time.monotonic()
+        self._ready.set()
+
+    async def until_due(self, before: float = 0.0) -> None:
+        await self._ready.wait()
+        await asyncio.sleep(max(0.0, self.started + self.seconds - before - time.monotonic()))
+
+    def since_start(self) -> float:
+        """Seconds since the demo began starting its components."""
+        return time.monotonic() - self.created
+
+
+class ReportTask(ABC):
+    """A report's plumbing: `report()` runs as a task from `start()`; `settle()` waits for it,
+    `stop()` cancels it."""
+
+    _task: asyncio.Task | None = None
+
+    @abstractmethod
+    async def report(self) -> None:
+        """Wait for the warm-up, then print the report."""
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self.report())
+
+    async def settle(self) -> None:
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class StartError(Exception):
@@ -261,6 +336,11 @@ class Process:
                         return
             await asyncio.sleep(0.1)
         raise StartError(f"{self.name} was not ready at {url} after {timeout:.0f}s:\n{self.tail()}")
+
+    async def wait(self) -> int:
+        """The exit code, once the process has ended by itself."""
+        assert self.proc is not None
+        return await self.proc.wait()
 
     async def stop(self) -> None:
         proc = self.proc
@@ -444,7 +524,8 @@ class Prometheus:
     sidecars: list[Sidecar]
     ports: Ports
     workdir: Path
-    rule_files: list[Path] = field(default_factory=list)
+    # The rule files to evaluate: every `*.rules.yaml` there when Prometheus starts.
+    rule_dir: Path | None = None
     name: str = "prometheus"
     url: str = ""
     process: Process | None = None
@@ -453,7 +534,8 @@ class Prometheus:
         port = self.ports.take()
         self.url = f"http://{HOST}:{port}"
         config = self.workdir / "prometheus.yml"
-        config.write_text(json.dumps(prometheus_config(self.sidecars, self.rule_files), indent=2))
+        rules = sorted(self.rule_dir.glob("*.rules.yaml")) if self.rule_dir else []
+        config.write_text(json.dumps(prometheus_config(self.sidecars, rules), indent=2))
         self.process = Process(
             "prometheus",
             [
@@ -619,49 +701,99 @@ class Summary:
 # -- the demo ----------------------------------------------------------------------------------
 
 
-def components(options: Options, workdir: Path) -> list[Component]:
+# The deployments whose advice the demo prints: the one whose load comes in waves (overloaded
+# at the end of the warm-up) and a steady one beside it.
+ADVISED = ("chat", "agents")
+
+
+SLO_EXTRA = "pip install 'inferwatch[slo]'"
+
+
+def _missing(*modules: str) -> str | None:
+    """The first of `modules` that cannot be imported (an extra not installed), else None."""
+    return next((m for m in modules if importlib.util.find_spec(m) is None), None)
+
+
+def _skip(what: str, reason: str) -> None:
+    typer.echo(f"inferwatch demo: {what} is not started: {reason}", err=True)
+
+
+def components(
+    options: Options, workdir: Path, warmup: Warmup
+) -> tuple[Simulators | RealVllm, list[Component]]:
+    """The engines (simulated or real), and every component in the order they start."""
+    from inferwatch.simulators import demo_reports, demo_slo
+
     ports = Ports(options.base_port)
     if options.real_vllm:
         from inferwatch.simulators import demo_real
 
         engines: Simulators | RealVllm = demo_real.RealVllm(ports, workdir)
         fleet: tuple[Deployment, ...] = (demo_real.DEPLOYMENT,)
+        slos, advised = demo_real.SLOS, (demo_real.DEPLOYMENT.name,)
     else:
         engines, fleet = Simulators(options.fleet, ports), options.fleet
+        slos, advised = demo_slo.FLEET_SLOS, ADVISED
+    binary = shutil.which("prometheus") if options.prometheus else None
+    if options.prometheus and binary is None:
+        _skip("Prometheus", "prometheus is not installed (scripts/setup.sh installs it)")
+    # The SLO parts (specs, rules, the service, the advisor) come with the `slo` extra.
+    slo_missing = _missing("yaml", "pydantic", "pydantic_settings", "fastapi", "uvicorn")
+    if slo_missing is not None:
+        _skip("The SLO service and advisor", f"{slo_missing} is missing: {SLO_EXTRA}")
     sidecars = [Sidecar(d, engines, ports, workdir) for d in fleet]
-    out: list[Component] = [engines, Sidecars(sidecars)]
-    if options.prometheus:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            typer.echo(
-                "inferwatch demo: prometheus is not installed, so none is started "
-                "(scripts/setup.sh installs it)",
-                err=True,
-            )
+    out: list[Component] = []
+    specs = None
+    if slo_missing is None:
+        # First: an output folder that cannot be written fails before anything starts.
+        specs = demo_slo.SloSpecs(slos, options.out, with_rules=binary is not None)
+        out.append(specs)
+    out += [engines, Sidecars(sidecars)]
+    if binary is not None:
+        prometheus = Prometheus(binary, sidecars, ports, workdir, specs.rule_dir if specs else None)
+        out.append(prometheus)
+        if specs is not None:
+            service = demo_slo.SloService(prometheus, specs, ports, workdir)
+            out += [service, demo_slo.SloStatus(service, warmup)]
+        if (module := _missing("matplotlib", "httpx", "grafanalib")) is not None:
+            _skip("Dashboard previews", f"{module} is missing: pip install 'inferwatch[preview]'")
         else:
-            rules = demo_real.rule_files() if options.real_vllm else []
-            out.append(Prometheus(binary, sidecars, ports, workdir, rules))
+            out.append(demo_reports.Previews(prometheus, warmup, options.out, workdir))
     if options.real_vllm:
         out.append(demo_real.Waves(engines))  # type: ignore[arg-type]
     for sidecar in sidecars:
         d = sidecar.deployment
         if d.driven > 0:
             out.append(LoadDriver(sidecar, d.model or d.kind.default_model, d.driven))
+    if specs is not None:
+        by_name = {d.name: d for d in fleet}
+        out += [
+            demo_reports.Advice(by_name[name], engines, specs, warmup)
+            for name in advised
+            if name in by_name
+        ]
     out.append(Summary(sidecars, options.summary_every))
-    return out
+    return engines, out
 
 
 async def run(options: Options) -> int:
-    """Start everything, show where to look, run until the duration or a signal; 0 if clean."""
+    """Start everything, show where to look, run until the duration or a signal; 0 if clean.
+
+    The reports are due after the warm-up, or at the end of a shorter `--duration`; a run that
+    ends by its duration waits for the reports still running, a signal stops at once.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    due = options.warmup if options.duration is None else min(options.warmup, options.duration)
+    warmup = Warmup(due)
     started: list[Component] = []
     code = 0
     with tempfile.TemporaryDirectory(prefix="inferwatch-demo-") as tmp:
         try:
-            for component in components(options, Path(tmp)):
+            engines, planned = components(options, Path(tmp), warmup)
+            for component in planned:
                 start = asyncio.ensure_future(component.start())
                 waiter = asyncio.ensure_future(stop.wait())
                 done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -675,10 +807,13 @@ async def run(options: Options) -> int:
                 started.append(component)
                 start.result()
             else:
-                _announce(started, options)
+                warmup.begin()
+                _announce(engines, started, options, warmup)
                 timeout = options.duration if options.duration is not None else math.inf
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), None if math.isinf(timeout) else timeout)
+                if not stop.is_set():
+                    await _settle(started, stop)
         except StartError as exc:
             typer.echo(f"inferwatch demo: {exc}", err=True)
             code = 1
@@ -696,7 +831,31 @@ async def run(options: Options) -> int:
     return code
 
 
-def _announce(started: list[Component], options: Options) -> None:
+async def _settle(started: list[Component], stop: asyncio.Event) -> None:
+    """Wait for the reports still running (at most SETTLE_TIMEOUT, or until a signal)."""
+    reports = [asyncio.ensure_future(c.settle()) for c in started if isinstance(c, Report)]
+    if not reports:
+        return
+    waiter = asyncio.ensure_future(stop.wait())
+    everything = asyncio.ensure_future(asyncio.gather(*reports))
+    done, _ = await asyncio.wait(
+        {everything, waiter}, timeout=SETTLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
+    waiter.cancel()
+    if not done:
+        typer.echo(
+            f"inferwatch demo: reports still running after {SETTLE_TIMEOUT:.0f} s; stopping",
+            err=True,
+        )
+    if everything not in done:
+        everything.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
+
+
+def _announce(
+    engines: Simulators | RealVllm, started: list[Component], options: Options, warmup: Warmup
+) -> None:
     if options.real_vllm:
         typer.echo(f"inferwatch demo: a real vLLM on this machine's CPU, namespace {NAMESPACE!r}")
     else:
@@ -708,8 +867,7 @@ def _announce(started: list[Component], options: Options) -> None:
     for component in started:
         for label, url in component.links():
             typer.echo(f"  {label:<{width}}  {url}")
-    engines = started[0]  # the simulators, or the real vLLM: they start first
-    first = next(iter(engines.urls.values()))  # type: ignore[attr-defined]
+    first = next(iter(engines.urls.values()))
     typer.echo(
         f"  send requests: curl {first}/v1/completions -H 'Content-Type: "
         'application/json\' -d \'{"prompt": "Hello", "max_tokens": 32}\''
@@ -718,6 +876,11 @@ def _announce(started: list[Component], options: Options) -> None:
         typer.echo(
             "  (an engine without /metrics, like Ollama, is measured only from requests sent "
             "through its sidecar)"
+        )
+    reports = [c.name for c in started if isinstance(c, Report)]
+    if reports:
+        typer.echo(
+            f"In {warmup.seconds:g} s: {', '.join(reports)}; kept in {options.out.resolve()}"
         )
     if options.duration is None:
         typer.echo("Ctrl-C stops everything.")

@@ -3,13 +3,16 @@
 1. vLLM 0.32.0 (its CPU build) serving a tiny model built on this machine (`realvllm.py`),
    installed into the cache on first use (about 2 minutes and 2.5 GB, once);
 2. the sidecar in front of it, as in a pod;
-3. Prometheus with the generated rules (when installed), so the alerts evaluate real data;
+3. Prometheus with the generated rules and the SLO rules of `SLOS` (when installed), so the
+   alerts evaluate real data, and the SLO service over it;
 4. a load that comes in waves (`inferwatch load`, streaming): fewer streams than
    `--max-num-seqs`, then three times as many, so the queue fills and drains; one line per
    wave with what the client saw, beside the summary's engine-side figures;
-5. the live summary read from the sidecar.
+5. after the warm-up, the advice for the deployment, its SLOs and the dashboard previews;
+6. the live summary read from the sidecar.
 
-The components are the demo's own (`demo.py`); this module adds the engine and the load.
+The components are the demo's own (`demo.py`); this module adds the engine, its SLOs and the
+load.
 """
 
 from __future__ import annotations
@@ -23,10 +26,16 @@ from pathlib import Path
 import aiohttp
 import typer
 
-from inferwatch.alerts import build
 from inferwatch.load import LoadError, LoadReport, LoadSpec, run_load_async
 from inferwatch.simulators import realvllm
-from inferwatch.simulators.demo import HOST, Deployment, Ports, Process, StartError
+from inferwatch.simulators.demo import (
+    HOST,
+    NAMESPACE,
+    Deployment,
+    Ports,
+    Process,
+    StartError,
+)
 
 DEPLOYMENT = Deployment("tiny", "vllm", realvllm.MODEL_NAME, profile="waves")
 # (streams, seconds): below the batch limit, then well above it.
@@ -35,9 +44,34 @@ MAX_TOKENS = 128
 PROMPT_TOKENS = 64
 
 
-def rule_files() -> list[Path]:
-    """The generated recording, alert and SLO rules, as `inferwatch alerts build` wrote them."""
-    return sorted((build.GENERATED / "rules").glob("*.rules.yaml"))
+# The deployment's SLOs (the format of slo/spec.py): the tiny model on a CPU answers within
+# 0.5 s while the batch has room, and queues in the waves above `--max-num-seqs`.
+SLOS = f"""\
+# The SLOs of `inferwatch demo --real-vllm`, in the format of slo/spec.py. The SLO service
+# reads this file; the rules in rules/ were generated from it
+# (`inferwatch alerts build --slo slos.yaml`).
+slos:
+  - name: tiny-availability
+    description: Requests to the tiny model finish without an error or an abort.
+    namespace: {NAMESPACE}
+    deployment: {DEPLOYMENT.name}
+    sli:
+      type: availability
+    objective: 0.99
+    period: 30d
+
+  - name: tiny-ttft
+    description: 99% of requests to the tiny model get their first token within 0.5 seconds.
+    namespace: {NAMESPACE}
+    deployment: {DEPLOYMENT.name}
+    engine: vllm
+    sli:
+      type: latency
+      metric: llm_time_to_first_token_seconds
+      threshold: 0.5
+    objective: 0.99
+    period: 30d
+"""
 
 
 @dataclass

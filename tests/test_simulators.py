@@ -1,9 +1,9 @@
-"""The engine simulators: the queueing model, the three writers, the server, the demo.
+"""The engine simulators: the queueing model, the three writers, the server.
 
 Formats are checked against the real captures (vLLM 0.32, dcgm-exporter) and the hand-made TGI
 3.x page built from TGI's source; the model's numbers against what a real engine does under
-the same pressure, with fixed seeds so every figure is exact; the server over real HTTP; the
-demo as the subprocess a user runs.
+the same pressure, with fixed seeds so every figure is exact; the server over real HTTP. The
+demo that runs them as a fleet is tested in test_demo.py.
 """
 
 from __future__ import annotations
@@ -12,16 +12,9 @@ import asyncio
 import dataclasses
 import json
 import math
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -32,7 +25,7 @@ from typer.testing import CliRunner
 from inferwatch.cli import app
 from inferwatch.exporters import registry
 from inferwatch.exporters.normalize import Context, Normalizer
-from inferwatch.simulators import catalog, dcgm, demo, model, server, tgi
+from inferwatch.simulators import catalog, dcgm, model, server, tgi
 from inferwatch.simulators.model import (
     PROFILES,
     EngineConfig,
@@ -42,7 +35,7 @@ from inferwatch.simulators.model import (
     Simulation,
     Workload,
 )
-from tests.conftest import FIXTURES, ROOT, UPSTREAM, require_tool
+from tests.conftest import FIXTURES, UPSTREAM
 from tests.harness.exporter import ExporterProcess, sample_value
 
 VLLM_CAPTURE = UPSTREAM / "vllm-0.32.0-cpu-tiny-real.prom"
@@ -946,133 +939,3 @@ def test_simulate_says_when_its_port_is_taken() -> None:
         )
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
-
-
-def test_demo_summary_counts_a_request_once() -> None:
-    both = (
-        'llm_requests_finished_total{engine="vllm",model="m",reason="stop"} 10\n'
-        'llm_requests_finished_total{engine="vllm",model="m",reason="stop",source="proxy"} 10\n'
-        'llm_requests_running{engine="vllm",model="m",source="proxy"} 3\n'
-    )
-    # An engine with /metrics behind a proxy: its own count; the proxy's only where it has none.
-    assert demo.summarize(both) == {
-        "llm_requests_finished_total": 10.0,
-        "llm_requests_running": 3.0,
-    }
-    only = 'llm_requests_finished_total{engine="ollama",model="m",reason="stop",source="proxy"} 4\n'
-    assert demo.summarize(only) == {"llm_requests_finished_total": 4.0}
-    line = demo.summary_line(demo.FLEET[-1], demo.summarize(only), {}, 2.0)
-    assert "done   2.0/s" in line and "run    -" in line and "kv    -" in line
-
-
-def _our_processes(tag: str) -> list[int]:
-    """PIDs of live processes whose environment carries `tag`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if tag.encode() in env:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _demo(tag: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "INFERWATCH_TEST_TAG": tag}
-    return subprocess.Popen(
-        [sys.executable, "-c", "from inferwatch.cli import main; main()", "demo", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
-def test_demo_runs_for_its_duration_and_leaves_no_process_behind() -> None:
-    tag = f"demo-{uuid.uuid4().hex}"
-    proc = _demo(tag, "--duration", "5", "--no-prometheus", "--summary-every", "2")
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert "chat sidecar (normalized)" in out and "dcgm-exporter" in out
-    assert "Prometheus" not in out
-    # The live summary: every deployment, "-" for what an engine does not report.
-    assert re.search(r"^  chat +vllm +run +\d+ +wait +\d+", out, re.M), out
-    assert re.search(r"^  router +triton +run +- +wait +\d+", out, re.M), out
-    # Ollama's figures are the proxy's: its load driver's first request starts at once.
-    assert re.search(r"^  private +ollama +run +\d+ +wait +- ", out, re.M), out
-    for d in demo.FLEET:
-        assert f"{d.name} sidecar (normalized)" in out
-    assert "inferwatch demo: stopped" in out
-    time.sleep(0.2)
-    assert _our_processes(tag) == []
-
-
-def _query(prom: str, query: str) -> list[dict]:
-    url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)["data"]["result"]
-
-
-def test_demo_with_prometheus_labels_every_deployment_and_stops_on_sigterm() -> None:
-    require_tool("prometheus")
-    tag = f"demo-{uuid.uuid4().hex}"
-    proc = _demo(tag, "--summary-every", "60")
-    try:
-        assert proc.stdout is not None
-        prom = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.strip().startswith("Prometheus "):
-                prom = line.split()[-1]
-            if "send requests" in line:
-                break
-        assert prom, proc.stderr.read() if proc.stderr else ""
-        # Every engine states llm_engine_info; Triton once per model it serves.
-        labels = "deployment, namespace, pod, engine"
-        query = f"count by ({labels}) (max by ({labels}, model) (llm_engine_info))"
-        fleet = {d.name: d.engine for d in demo.FLEET}
-        found: dict[str, str] = {}
-        for _ in range(60):
-            time.sleep(0.5)
-            result = _query(prom, query)
-            found = {r["metric"]["deployment"]: r["metric"]["engine"] for r in result}
-            if len(found) == len(fleet):
-                break
-        assert found == fleet
-        for r in result:
-            assert r["metric"]["namespace"] == "demo"
-            assert r["metric"]["pod"] == f"{r['metric']['deployment']}-0"
-            models = (
-                len(catalog.ENGINES["triton"].default_models)
-                if r["metric"]["engine"] == "triton"
-                else 1
-            )
-            assert r["value"][1] == str(models), r
-        # Only Ollama's request figures come from a proxy, through which its driver sends.
-        proxied = 'count by (deployment) (llm_requests_finished_total{source="proxy"})'
-        for _ in range(60):
-            if _query(prom, proxied):
-                break
-            time.sleep(0.5)
-        assert [r["metric"]["deployment"] for r in _query(prom, proxied)] == ["private"]
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "inferwatch demo: stopped" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    time.sleep(0.2)
-    assert _our_processes(tag) == []
