@@ -142,13 +142,11 @@ class Warmup:
     """When the reports are due: `seconds` after everything has started (`begin()`).
 
     A report that needs a stretch of history before it (the advisor's sampling window) waits
-    for `due - before`; one that reads history (the previews) asks `since_start()` how much
-    there is.
+    for `due - before`.
     """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.created = time.monotonic()
         self.started = math.inf
         self._ready = asyncio.Event()
 
@@ -159,10 +157,6 @@ class Warmup:
     async def until_due(self, before: float = 0.0) -> None:
         await self._ready.wait()
         await asyncio.sleep(max(0.0, self.started + self.seconds - before - time.monotonic()))
-
-    def since_start(self) -> float:
-        """Seconds since the demo began starting its components."""
-        return time.monotonic() - self.created
 
 
 class ReportTask(ABC):
@@ -529,6 +523,7 @@ class Prometheus:
     name: str = "prometheus"
     url: str = ""
     process: Process | None = None
+    started: float = math.inf  # time.monotonic() when it was ready
 
     async def start(self) -> None:
         port = self.ports.take()
@@ -550,6 +545,7 @@ class Prometheus:
         await self.process.spawn()
         async with aiohttp.ClientSession() as session:
             await self.process.wait_ready(f"{self.url}/-/ready", session)
+        self.started = time.monotonic()
 
     async def stop(self) -> None:
         if self.process is not None:
@@ -749,22 +745,20 @@ def components(
         specs = demo_slo.SloSpecs(slos, options.out, with_rules=binary is not None)
         out.append(specs)
     out += [engines, Sidecars(sidecars)]
+    prometheus = None
     if binary is not None:
         prometheus = Prometheus(binary, sidecars, ports, workdir, specs.rule_dir if specs else None)
         out.append(prometheus)
-        if specs is not None:
-            service = demo_slo.SloService(prometheus, specs, ports, workdir)
-            out += [service, demo_slo.SloStatus(service, warmup)]
-        if (module := _missing("matplotlib", "httpx", "grafanalib")) is not None:
-            _skip("Dashboard previews", f"{module} is missing: pip install 'inferwatch[preview]'")
-        else:
-            out.append(demo_reports.Previews(prometheus, warmup, options.out, workdir))
+    # The load, beside the engines it drives.
     if options.real_vllm:
         out.append(demo_real.Waves(engines))  # type: ignore[arg-type]
     for sidecar in sidecars:
         d = sidecar.deployment
         if d.driven > 0:
             out.append(LoadDriver(sidecar, d.model or d.kind.default_model, d.driven))
+    if prometheus is not None and specs is not None:
+        service = demo_slo.SloService(prometheus, specs, ports, workdir)
+        out += [service, demo_slo.SloStatus(service, warmup)]
     if specs is not None:
         by_name = {d.name: d for d in fleet}
         out += [
@@ -772,6 +766,11 @@ def components(
             for name in advised
             if name in by_name
         ]
+    if prometheus is not None:
+        if (module := _missing("matplotlib", "httpx", "grafanalib")) is not None:
+            _skip("Dashboard previews", f"{module} is missing: pip install 'inferwatch[preview]'")
+        else:
+            out.append(demo_reports.Previews(prometheus, warmup, options.out, workdir))
     out.append(Summary(sidecars, options.summary_every))
     return engines, out
 

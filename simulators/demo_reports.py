@@ -13,6 +13,7 @@ written into the demo's output folder and printed.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,8 +113,8 @@ class Previews(ReportTask):
 
     async def report(self) -> None:
         await self.warmup.until_due()
-        # Everything Prometheus has, from the start of the demo.
-        seconds = math.ceil(self.warmup.since_start())
+        # Everything Prometheus has scraped.
+        seconds = math.ceil(time.monotonic() - self.prometheus.started)
         self.process = Process(
             self.name,
             inferwatch_argv(

@@ -170,7 +170,7 @@ def test_advice_for_an_engine_that_is_down_says_so(tmp_path, capsys) -> None:
 
 def test_previews_from_a_prometheus_that_is_down_say_so(tmp_path, capsys) -> None:
     prom = demo.Prometheus("prometheus", [], demo.Ports(0), tmp_path)
-    prom.url = _dead_url()
+    prom.url, prom.started = _dead_url(), time.monotonic() - 60
     warmup = demo.Warmup(0.1)
     asyncio.run(_report(demo_reports.Previews(prom, warmup, tmp_path / "out", tmp_path), warmup))
     err = capsys.readouterr().err
@@ -384,7 +384,8 @@ def test_demo_with_prometheus_reports_after_its_duration_then_stops_clean(tmp_pa
     assert run.proc.returncode == 0, err
     assert "Traceback" not in err
     # The reports are due at the end of the run, which waits for them, then stops.
-    assert f"In {duration} s: SLO status, dashboard previews, advice for chat, advice for " in out
+    reports = "SLO status, advice for chat, advice for agents, dashboard previews"
+    assert f"In {duration} s: {reports}; kept in {run.out}" in out
     assert out.rstrip().endswith("inferwatch demo: stopped")
     assert run.elapsed < duration + 90
     # What the SLO service says of each SLO, in the specs' order.
