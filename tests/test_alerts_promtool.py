@@ -155,8 +155,11 @@ def test_every_rule_group_has_a_fixed_evaluation_order(path: Path) -> None:
         groups += [
             g["name"] for g in yaml.safe_load((path.parent / rule_file).read_text())["groups"]
         ]
-    assert doc.get("group_eval_order") == sorted(
-        groups, key=lambda g: (not g.endswith(".rules"), groups.index(g))
+    expected = sorted(groups, key=lambda g: (not g.endswith(".rules"), groups.index(g)))
+    listed = "".join(f"\n  - {g}" for g in expected)
+    assert doc.get("group_eval_order") == expected, (
+        f"{path.name}: list every group of its rule files, recording rules first:\n"
+        f"group_eval_order:{listed}"
     )
 
 
