@@ -44,7 +44,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import typer
@@ -130,14 +130,6 @@ class Component(Protocol):
     def links(self) -> list[tuple[str, str]]: ...
 
 
-@runtime_checkable
-class Report(Protocol):
-    """A component that reports once, after the warm-up."""
-
-    async def settle(self) -> None:
-        """Return when the report is printed (or has failed and said why)."""
-
-
 class Warmup:
     """When the reports are due: `seconds` after everything has started (`begin()`).
 
@@ -160,8 +152,9 @@ class Warmup:
 
 
 class ReportTask(ABC):
-    """A report's plumbing: `report()` runs as a task from `start()`; `settle()` waits for it,
-    `stop()` cancels it."""
+    """A component that reports once, after the warm-up: `report()` runs as a task from
+    `start()`; `settle()` returns when it has printed (or failed and said why); `stop()`
+    cancels it."""
 
     _task: asyncio.Task | None = None
 
@@ -702,16 +695,13 @@ class Summary:
 ADVISED = ("chat", "agents")
 
 
-SLO_EXTRA = "pip install 'inferwatch[slo]'"
-
-
 def _missing(*modules: str) -> str | None:
     """The first of `modules` that cannot be imported (an extra not installed), else None."""
     return next((m for m in modules if importlib.util.find_spec(m) is None), None)
 
 
 def _skip(what: str, reason: str) -> None:
-    typer.echo(f"inferwatch demo: {what} is not started: {reason}", err=True)
+    typer.echo(f"inferwatch demo: no {what}: {reason}", err=True)
 
 
 def components(
@@ -736,7 +726,10 @@ def components(
     # The SLO parts (specs, rules, the service, the advisor) come with the `slo` extra.
     slo_missing = _missing("yaml", "pydantic", "pydantic_settings", "fastapi", "uvicorn")
     if slo_missing is not None:
-        _skip("The SLO service and advisor", f"{slo_missing} is missing: {SLO_EXTRA}")
+        _skip(
+            "SLO specs, SLO service or advice",
+            f"{slo_missing} is missing: pip install 'inferwatch[slo]'",
+        )
     sidecars = [Sidecar(d, engines, ports, workdir) for d in fleet]
     out: list[Component] = []
     specs = None
@@ -768,7 +761,7 @@ def components(
         ]
     if prometheus is not None:
         if (module := _missing("matplotlib", "httpx", "grafanalib")) is not None:
-            _skip("Dashboard previews", f"{module} is missing: pip install 'inferwatch[preview]'")
+            _skip("dashboard previews", f"{module} is missing: pip install 'inferwatch[preview]'")
         else:
             out.append(demo_reports.Previews(prometheus, warmup, options.out, workdir))
     out.append(Summary(sidecars, options.summary_every))
@@ -832,7 +825,7 @@ async def run(options: Options) -> int:
 
 async def _settle(started: list[Component], stop: asyncio.Event) -> None:
     """Wait for the reports still running (at most SETTLE_TIMEOUT, or until a signal)."""
-    reports = [asyncio.ensure_future(c.settle()) for c in started if isinstance(c, Report)]
+    reports = [asyncio.ensure_future(c.settle()) for c in started if isinstance(c, ReportTask)]
     if not reports:
         return
     waiter = asyncio.ensure_future(stop.wait())
@@ -876,7 +869,7 @@ def _announce(
             "  (an engine without /metrics, like Ollama, is measured only from requests sent "
             "through its sidecar)"
         )
-    reports = [c.name for c in started if isinstance(c, Report)]
+    reports = [c.name for c in started if isinstance(c, ReportTask)]
     if reports:
         typer.echo(
             f"In {warmup.seconds:g} s: {', '.join(reports)}; kept in {options.out.resolve()}"

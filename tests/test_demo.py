@@ -249,12 +249,16 @@ class Run:
     """`inferwatch demo` as a subprocess, tagged so every process it starts can be found, with
     its own TMPDIR so its temporary folder can be seen to go."""
 
-    def __init__(self, tmp_path: Path, *args: str, out: Path | None = None):
+    def __init__(
+        self, tmp_path: Path, *args: str, out: Path | None = None, path: str | None = None
+    ):
         self.tag = f"demo-{uuid.uuid4().hex}"
         self.out = out or tmp_path / "out"
         self.tmp = tmp_path / "tmp"
         self.tmp.mkdir()
         env = {**os.environ, "INFERWATCH_TEST_TAG": self.tag, "TMPDIR": str(self.tmp)}
+        if path is not None:
+            env["PATH"] = path
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from inferwatch.cli import main; main()", "demo",
@@ -352,6 +356,19 @@ def test_demo_runs_for_its_duration_and_leaves_no_process_behind(tmp_path) -> No
     assert run.elapsed < 5 + 30
     assert run.left_behind() == []
     assert list(run.tmp.iterdir()) == []
+
+
+def test_without_prometheus_installed_the_demo_says_so_and_still_advises(tmp_path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    run = Run(tmp_path, "--duration", "2", "--summary-every", "60", path=str(empty))
+    out, err = run.finish(timeout=60)
+    assert run.proc.returncode == 0, err
+    assert "inferwatch demo: no Prometheus: prometheus is not installed" in err
+    assert not re.search(r"^  (Prometheus|SLO service|dashboard previews)", out, re.M)
+    assert sorted(_advice_blocks(out)) == ["agents", "chat"]
+    assert not (run.out / "rules").exists()
+    assert run.left_behind() == []
 
 
 def test_demo_with_prometheus_reports_after_its_duration_then_stops_clean(tmp_path) -> None:
