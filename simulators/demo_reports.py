@@ -37,15 +37,17 @@ if TYPE_CHECKING:
 
 # The advisor samples the engine over the last ADVICE_WINDOW seconds of the warm-up (for chat,
 # the overloaded phase of its waves), a page every ADVICE_INTERVAL; a shorter run gets a
-# shorter window, still with MIN_PAGES pages: the advisor judges no fewer than 5 readings.
+# shorter window (at least MIN_WINDOW), still with MIN_PAGES pages: the advisor judges no
+# fewer than 5 readings.
 ADVICE_WINDOW = 40.0
 ADVICE_INTERVAL = 5.0
+MIN_WINDOW = 1.0
 MIN_PAGES = 5
 
 
 def sampling(due: float) -> tuple[float, float]:
     """(window, interval) in seconds for advice due `due` seconds after the start."""
-    window = min(ADVICE_WINDOW, due)
+    window = max(MIN_WINDOW, min(ADVICE_WINDOW, due))
     return window, min(ADVICE_INTERVAL, window / (MIN_PAGES - 1))
 
 

@@ -106,7 +106,14 @@ def test_the_demo_writes_its_specs_and_rules_that_promtool_accepts(tmp_path, tex
 
 @pytest.mark.parametrize(
     ("due", "window", "interval"),
-    [(90.0, 40.0, 5.0), (40.0, 40.0, 5.0), (20.0, 20.0, 5.0), (5.0, 5.0, 1.25), (1.0, 1.0, 0.25)],
+    [
+        (90.0, 40.0, 5.0),
+        (40.0, 40.0, 5.0),
+        (20.0, 20.0, 5.0),
+        (5.0, 5.0, 1.25),
+        (1.0, 1.0, 0.25),
+        (0.001, 1.0, 0.25),  # a tiny --duration: past its end, never below the advisor's units
+    ],
 )
 def test_advice_samples_the_end_of_the_warmup_with_enough_pages(due, window, interval) -> None:
     assert demo_reports.sampling(due) == (window, interval)
@@ -158,12 +165,10 @@ def test_advice_for_an_engine_that_is_down_says_so(tmp_path, capsys) -> None:
     asyncio.run(specs.start())
     engines = demo.Simulators((chat,), demo.Ports(0))
     engines.urls[chat.name] = _dead_url()
-    warmup = demo.Warmup(0.5)
+    warmup = demo.Warmup(1.0)
     asyncio.run(_report(demo_reports.Advice(chat, engines, specs, warmup), warmup))
     err = capsys.readouterr().err
-    assert (
-        "inferwatch demo: no advice for chat (0.5 s of its engine's /metrics; exit code 2)" in err
-    )
+    assert "inferwatch demo: no advice for chat (1 s of its engine's /metrics; exit code 2)" in err
     assert f"cannot read {engines.urls[chat.name]}/metrics" in err
     assert "Traceback" not in err
 
