@@ -126,7 +126,10 @@ def _dcgm_app(spec, count: int, pod: str, namespace: str, load, seed: int):
 
 def demo(
     duration: float = typer.Option(
-        None, "--duration", help="Run this many seconds, then stop and exit 0."
+        None,
+        "--duration",
+        help="Run this many seconds once everything has started, finish the reports still "
+        "due, then stop and exit 0.",
     ),
     no_prometheus: bool = typer.Option(
         False, "--no-prometheus", help="Do not start Prometheus even if installed."
