@@ -133,7 +133,7 @@ class EngineServer:
                 return await self._stream(request, req, answer, events)
             while await events.get() != "finished":
                 pass
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             self.clock.abort(req)  # the client went away
             raise
         if req.finish_reason == "error":
@@ -181,29 +181,32 @@ class EngineServer:
             data = doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":"))
             await response.write(f"data: {data}\n\n".encode())
 
-        if answer.c.chat:
-            await send(answer.chunk("", first=True))
-        sent = 0
-        while True:
-            event = await events.get()
-            while sent < req.output_tokens:
-                await send(answer.chunk(openai.token_text(req.id, sent)))
-                sent += 1
-            if event == "finished":
-                break
-        if req.finish_reason == "error":
-            err = ApiError(
-                self.engine.kind.generation_error_status,
-                "Request failed during generation",
-                kind="generation",
-            )
-            await send(self.engine.kind.error(err))
-        else:
-            await send(answer.chunk(None if answer.c.chat else "", req.finish_reason))
-            if answer.c.include_usage:
-                await send(answer.usage_chunk(req.output_tokens))
-        await send("[DONE]")
-        await response.write_eof()
+        try:
+            if answer.c.chat:
+                await send(answer.chunk("", first=True))
+            sent = 0
+            while True:
+                event = await events.get()
+                while sent < req.output_tokens:
+                    await send(answer.chunk(openai.token_text(req.id, sent)))
+                    sent += 1
+                if event == "finished":
+                    break
+            if req.finish_reason == "error":
+                err = ApiError(
+                    self.engine.kind.generation_error_status,
+                    "Request failed during generation",
+                    kind="generation",
+                )
+                await send(self.engine.kind.error(err))
+            else:
+                await send(answer.chunk(None if answer.c.chat else "", req.finish_reason))
+                if answer.c.include_usage:
+                    await send(answer.usage_chunk(req.output_tokens))
+            await send("[DONE]")
+            await response.write_eof()
+        except ConnectionResetError:
+            self.clock.abort(req)  # the client went away mid-stream: an abort, quietly
         return response
 
     # -- Ollama's native API ------------------------------------------------------------------
@@ -246,7 +249,7 @@ class EngineServer:
                 return await self._ollama_stream(request, req, model, chat, events)
             while await events.get() != "finished":
                 pass
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             self.clock.abort(req)  # the client went away
             raise
         if req.finish_reason == "error":
@@ -268,19 +271,22 @@ class EngineServer:
         async def send(doc: dict) -> None:
             await response.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
 
-        sent = 0
-        while True:
-            event = await events.get()
-            while sent < req.output_tokens:
-                await send(ollama.token_line(model, chat, openai.token_text(req.id, sent)))
-                sent += 1
-            if event == "finished":
-                break
-        if req.finish_reason == "error":
-            await send({"error": "the model runner stopped unexpectedly"})
-        else:
-            await send(ollama.done_line(model, chat, req))
-        await response.write_eof()
+        try:
+            sent = 0
+            while True:
+                event = await events.get()
+                while sent < req.output_tokens:
+                    await send(ollama.token_line(model, chat, openai.token_text(req.id, sent)))
+                    sent += 1
+                if event == "finished":
+                    break
+            if req.finish_reason == "error":
+                await send({"error": "the model runner stopped unexpectedly"})
+            else:
+                await send(ollama.done_line(model, chat, req))
+            await response.write_eof()
+        except ConnectionResetError:
+            self.clock.abort(req)  # the client went away mid-stream: an abort, quietly
         return response
 
 

@@ -21,10 +21,15 @@ SUMMARY = re.compile(r"^  tiny\s+vllm\s+run\s+(\d+)\s+wait\s+(\d+)\s+kv\s+\d+%\s
 WAVE = re.compile(r"^  load\s+(\d+) streams for \d+ s: (\d+) requests  \(ttft p50")
 
 
+def _out(tmp_path: Path) -> Path:
+    """What the demo keeps (specs, rules, advice, previews): beside its temporary folder."""
+    return tmp_path.with_name(tmp_path.name + "-out")
+
+
 def demo(tmp_path: Path, cache: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "INFERWATCH_CACHE": str(cache), "TMPDIR": str(tmp_path)}
     return subprocess.run(
-        [*inferwatch_command(), "demo", "--real-vllm", *args],
+        [*inferwatch_command(), "demo", "--real-vllm", "--out", str(_out(tmp_path)), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
