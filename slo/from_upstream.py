@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from inferwatch.alerts import promql
 from inferwatch.exporters import registry
-from inferwatch.exporters.normalize import Context, Result, parse_labels
+from inferwatch.exporters.normalize import Result, parse_labels
 from inferwatch.slo import queries
 from inferwatch.slo.figures import (
     Figures,
@@ -81,20 +81,22 @@ def sample_pages(
 ) -> tuple[list[Page], str, str | None, list[str]]:
     """Fetch the pages: (pages, engine name, model, notes). UpstreamError when the first
     fetch fails, so a wrong URL is reported at once."""
+    from inferwatch.exporters.identity import context_from_env
     from inferwatch.exporters.sources import EngineInfo, PageSource, metrics_url
 
+    # The pod and its GPUs as the sidecar would see them (POD_NAME, POD_NAMESPACE, GPU UUIDs),
+    # so a shared dcgm-exporter's other GPUs are not judged as this engine's.
+    ctx = context_from_env(model=model)
     base, url = metrics_url(upstream)
     adapter = None if engine == "auto" else registry.get(engine)
-    source = PageSource(
-        "engine", url, adapter, Context(model=model), max_bytes=MAX_PAGE_BYTES, page_gpus=not dcgm
-    )
+    source = PageSource("engine", url, adapter, ctx, max_bytes=MAX_PAGE_BYTES, page_gpus=not dcgm)
     gpu_source = None
     if dcgm:
         gpu_source = PageSource(
             "dcgm",
             metrics_url(dcgm)[1],
             registry.get("dcgm"),
-            Context(),
+            ctx,
             max_bytes=MAX_PAGE_BYTES,
             candidates=registry.GPU_ADAPTERS,
         )
