@@ -84,6 +84,62 @@ POD_PREEMPTIONS_RATE = record("pod", _rated("llm_preemptions_total"), f"rate{RAT
 GPU_MEMORY_USED_RATIO = record("gpu", "llm_gpu_memory_used", "ratio")
 GPU_XID = record("gpu", schema.family("llm_gpu_xid_errors").name, "max")  # the last XID code
 POD_GPU_UTILIZATION = record("pod", schema.family("llm_gpu_utilization_ratio").name, "avg")
+# Per deployment, one series each: the gauges the SLO service's advisor reads step by step
+# (their statistics over its window, the queue in its HPA fit), aggregated as it aggregates the
+# raw series (slo/queries.py): the fullest pod's KV cache, requests per pod (ranks summed),
+# the GPU with the least memory free, mean GPU busy fraction, and the pods whose engine answers.
+DEPLOYMENT_KV_CACHE_USAGE = record(
+    "deployment", schema.family("llm_kv_cache_usage_ratio").name, "max"
+)
+DEPLOYMENT_REQUESTS_RUNNING = record(
+    "deployment", schema.family("llm_requests_running").name, "avg_per_pod"
+)
+DEPLOYMENT_REQUESTS_WAITING = record(
+    "deployment", schema.family("llm_requests_waiting").name, "avg_per_pod"
+)
+DEPLOYMENT_GPU_MEMORY_FREE = record(
+    "deployment", schema.family("llm_gpu_memory_free_bytes").name, "min"
+)
+DEPLOYMENT_GPU_MEMORY_FREE_RATIO = record("deployment", "llm_gpu_memory_free", "min_ratio")
+DEPLOYMENT_GPU_UTILIZATION = record(
+    "deployment", schema.family("llm_gpu_utilization_ratio").name, "avg"
+)
+DEPLOYMENT_PODS_SERVING = record("deployment", schema.EXPORTER_FAMILIES[0].name, "count_pods")
+DEPLOYMENT_SERIES: tuple[str, ...] = (
+    DEPLOYMENT_KV_CACHE_USAGE,
+    DEPLOYMENT_REQUESTS_RUNNING,
+    DEPLOYMENT_REQUESTS_WAITING,
+    DEPLOYMENT_GPU_MEMORY_FREE,
+    DEPLOYMENT_GPU_MEMORY_FREE_RATIO,
+    DEPLOYMENT_GPU_UTILIZATION,
+    DEPLOYMENT_PODS_SERVING,
+)
+
+# The advisor's window figures, precomputed over its default window at its step (the service's
+# `window` setting; slo/from_prometheus.step_for gives this step for this window): statistics
+# of each per-deployment series, and counter and bucket increases per deployment.
+ADVISOR_WINDOW = "6h"
+ADVISOR_STEP = "6m"
+WINDOW_STATS: tuple[str, ...] = ("mean", "p95", "max", "min", "count")
+
+
+def window_stat(series: str, stat: str) -> str:
+    """A statistic of a per-deployment series over the advisor's window, newest operation
+    first: `deployment:llm_kv_cache_usage_ratio:p95_6h_max`."""
+    if series not in DEPLOYMENT_SERIES or stat not in WINDOW_STATS:
+        raise ValueError(f"no recorded {stat} of {series!r}")
+    level, metric, operations = series.split(":")
+    return record(level, metric, f"{stat}_{ADVISOR_WINDOW}_{operations}")
+
+
+def window_increase(family: str) -> str:
+    """How much a counter, or each bucket of a histogram, grew per deployment over the advisor's
+    window: `deployment:llm_preemptions:increase6h`, `deployment:<histogram>_bucket:increase6h`.
+    """
+    fam = schema.family(family.removesuffix("_bucket"))
+    metric = f"{fam.name}_bucket" if family.endswith("_bucket") else _rated(fam.name)
+    return record("deployment", metric, f"increase{ADVISOR_WINDOW}")
+
 
 # Histograms with a recorded bucket rate and quantiles per model.
 LATENCY_HISTOGRAMS: tuple[str, ...] = tuple(f.name for f in schema.HISTOGRAMS)
@@ -136,6 +192,8 @@ SLO_ERROR_BUDGET_REMAINING = record("slo", "error_budget_remaining", "ratio")
 GROUP_MODEL_RULES = "inferwatch.model.rules"
 GROUP_POD_RULES = "inferwatch.pod.rules"
 GROUP_GPU_RULES = "inferwatch.gpu.rules"
+GROUP_DEPLOYMENT_RULES = "inferwatch.deployment.rules"
+GROUP_ADVISOR_WINDOW_RULES = "inferwatch.deployment.window.rules"
 GROUP_ENGINE_ALERTS = "inferwatch.engine.alerts"
 GROUP_GPU_ALERTS = "inferwatch.gpu.alerts"
 GROUP_HEALTH_ALERTS = "inferwatch.health.alerts"

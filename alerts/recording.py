@@ -4,7 +4,11 @@ Per model (namespace, deployment, engine, model): request, token and preemption 
 error ratio, prefix-cache hit ratio, queue and batch sizes, and for every latency histogram the
 bucket and count rates with p50/p90/p95/p99. Per pod and per GPU: what the alerts need (the
 fullest KV cache, the queue, preemptions, GPU memory and utilization). Quantiles come from the
-recorded bucket rates, which keep `engine`, so buckets of different engines never mix.
+recorded bucket rates, which keep `engine`, so buckets of different engines never mix. Per
+deployment: the gauges the SLO service's advisor reads at every step of its window, with the
+advisor's own expressions (`slo/queries.py`), and the advisor's window figures from those and
+the per-model rates (statistics over its default window, counter and bucket increases), so the
+service reads one sample per figure and deployment.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from inferwatch.alerts import promql
 from inferwatch.alerts import queries as q
 from inferwatch.alerts.config import AlertConfig
 from inferwatch.alerts.rules import Group, Recording
+from inferwatch.slo import queries as advisor
 
 W = c.RATE_WINDOW
 
@@ -132,10 +137,47 @@ def gpu_group(config: AlertConfig) -> Group:
     )
 
 
+def deployment_group(config: AlertConfig) -> Group:
+    """The advisor's per-step gauges and pods serving, one series per deployment."""
+    labels, sel = c.DEPLOYMENT_LABELS, [config.selector]
+    return Group(
+        c.GROUP_DEPLOYMENT_RULES,
+        (
+            *(
+                Recording(record, advisor.gauge(name, labels, sel))
+                for name, record in advisor.RECORDED_GAUGES.items()
+            ),
+            Recording(c.DEPLOYMENT_PODS_SERVING, advisor.pods_serving(labels, sel)),
+        ),
+    )
+
+
+def advisor_window_group() -> Group:
+    """The advisor's window figures over its default window, from recorded series only: each
+    per-deployment series' statistics at the advisor's steps, and counter and bucket increases
+    from the per-model 5m rates. The SLO service then reads one sample per figure."""
+    window, step = c.ADVISOR_WINDOW, c.ADVISOR_STEP
+    stats = [
+        Recording(c.window_stat(series, stat), advisor.stat_over_time(stat, series, window, step))
+        for series in c.DEPLOYMENT_SERIES
+        for stat in c.WINDOW_STATS
+    ]
+    increases = [
+        Recording(
+            advisor.increase_series(key),
+            advisor.increase_from_rates(key, window, advisor.GROUP, []),
+        )
+        for key in advisor.INCREASES
+    ]
+    return Group(c.GROUP_ADVISOR_WINDOW_RULES, (*stats, *increases))
+
+
 def groups(config: AlertConfig) -> tuple[Group, ...]:
     return (
         model_group(config),
         *(histogram_group(family, config) for family in c.LATENCY_HISTOGRAMS),
         pod_group(config),
         gpu_group(config),
+        deployment_group(config),
+        advisor_window_group(),
     )

@@ -27,12 +27,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from inferwatch.alerts import conventions as c
 from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
 from inferwatch.slo import queries
 
 Source = Literal["prometheus", "upstream", "snapshot"]
-GROUP = ("namespace", "deployment")
+GROUP = queries.GROUP
 
 
 class Evidence(BaseModel):
@@ -189,6 +190,9 @@ class Figures:
     startup_seconds: float | None = None  # the slowest measured pod start-up
     points: int = 0  # steps (or pages) the gauges were read at
     notes: list[str] = field(default_factory=list)
+    # Read from the recording rules' series (alerts/recording.py) rather than raw ones: the
+    # evidence then shows the recorded series and how the rules compute them.
+    recorded: bool = False
 
     # ---- derived figures ------------------------------------------------------------------
 
@@ -263,30 +267,51 @@ class Figures:
             note=f"{where}; the PromQL reads the same figure from Prometheus",
         )
 
+    def _recorded(self, ev: Evidence, computed: str) -> Evidence:
+        ev.note = f"recorded by inferwatch's rules as {computed}" + (
+            f"; {ev.note}" if ev.note else ""
+        )
+        return ev
+
     def evidence_gauge(self, name: str, stat: str) -> Evidence:
-        expr = queries.gauge(name, self._labels, self.target.matchers())
+        matchers = self.target.matchers()
+        expr = queries.gauge(name, self._labels, matchers, self.recorded)
         over = queries.stat_over_time(stat, expr, self.window, self.step)
         unit = "bytes" if name.endswith("_bytes") else ""
-        return self._evidence(
-            f"{name} {stat} over {self.window}", over, self.gauge(name, stat), unit
-        )
+        label = f"{name} {stat} over {self.window}"
+        if not self.recorded:
+            return self._evidence(label, over, self.gauge(name, stat), unit)
+        series = queries.RECORDED_GAUGES[name]
+        read = promql.series(c.window_stat(series, stat), *matchers)
+        computed = queries.stat_over_time(stat, series, self.window, self.step)
+        return self._recorded(self._evidence(label, read, self.gauge(name, stat), unit), computed)
 
     def evidence_quantile(self, histogram: str, q: float) -> Evidence:
-        expr = queries.quantile(histogram, q, self.window, self._labels, self.target.matchers())
+        expr = queries.quantile(
+            histogram, q, self.window, self._labels, self.target.matchers(), self.recorded
+        )
         label = f"{histogram} p{_percent(q)} over {self.window}"
         return self._evidence(label, expr, self.quantile(histogram, q), "seconds")
 
     def evidence_counter(self, counter: str) -> Evidence:
-        expr = queries.counter(counter, self.window, self._labels, self.target.matchers())
-        return self._evidence(
+        expr = queries.counter(
+            counter, self.window, self._labels, self.target.matchers(), self.recorded
+        )
+        ev = self._evidence(
             f"{counter} over {self.window}", expr, self.counters.get(counter), "total"
         )
+        if not self.recorded:
+            return ev
+        return self._recorded(ev, queries.increase_from_rates(counter, self.window, GROUP, []))
 
     def evidence_requests(self) -> Evidence:
-        expr = queries.finished(self.window, self._labels, self.target.matchers())
-        return self._evidence(
+        expr = queries.finished(self.window, self._labels, self.target.matchers(), self.recorded)
+        ev = self._evidence(
             f"requests finished over {self.window}", f"sum({expr})", self.requests, "requests"
         )
+        if not self.recorded:
+            return ev
+        return self._recorded(ev, queries.increase_from_rates("finished", self.window, GROUP, []))
 
     def evidence_info(self, label: str) -> Evidence:
         expr = queries.engine_info(self.window, self.target.matchers())

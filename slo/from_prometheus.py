@@ -1,10 +1,21 @@
-"""`Figures` for every deployment in scope, from Prometheus, in one batch of queries.
+"""`Figures` for every deployment in scope, from Prometheus, in a constant number of queries.
 
-Each query groups `by (namespace, deployment)` and is narrowed at most to one namespace or one
-deployment, so the batch is the same size for one deployment or five hundred. Instant queries
-read the whole window (counter increases, bucket increases, the engine's info); range queries
-read one value per step (gauges, load, replicas, latency) for the statistics and the relation
-the HPA advice fits. Deployments are those with `llm_engine_info` within the window.
+Every query groups `by (namespace, deployment)` and is narrowed at most to one namespace or one
+deployment, so a batch is the same size for one deployment or five hundred. Deployments are
+those with `llm_engine_info` within the window. The figures come in at most three rounds:
+
+1. **Recorded** (when Prometheus evaluates inferwatch's recording rules and the window is the
+   one they record, `conventions.ADVISOR_WINDOW`): one sample per figure and deployment, the
+   window statistics and increases `alerts/recording.py` precomputes, read by name. A probe in
+   the same round checks that the per-deployment series existed when the window began (rules
+   loaded, or backfilled, before it), else the window statistics would cover less than it.
+2. **Raw**, for the whole scope when the rules are absent (or off, or the window another one),
+   else only for the deployments Prometheus serves without recorded figures (outside the
+   rules' selector, say): instant queries over the window (counter and bucket increases) and
+   one range query per gauge, whose mean/p95/max the service computes itself.
+3. **History**, only for the deployments the HPA rules may scale (`rules_hpa.needs_history`):
+   per step, replicas, load, queue per pod and the headline latency (the relation the HPA
+   advice fits), and the first samples of their pods (start-up time). A healthy fleet skips it.
 """
 
 from __future__ import annotations
@@ -14,7 +25,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from inferwatch.alerts import conventions, promql
+from inferwatch.alerts import conventions as c
+from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
 from inferwatch.slo import queries
 from inferwatch.slo.figures import (
@@ -28,12 +40,14 @@ from inferwatch.slo.figures import (
     parse_le,
 )
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
+from inferwatch.slo.rules_hpa import needs_history
 
 STEPS = 60  # points per range query
 MIN_STEP_SECONDS = 30
 RESOLUTION = "1m"  # of the start-up subqueries
 
 Key = tuple[str, str]  # namespace, deployment
+Results = Mapping[str, list[Sample] | list[RangeSeries]]
 
 
 def step_for(window: str) -> str:
@@ -43,11 +57,7 @@ def step_for(window: str) -> str:
 
 def rate_window(step: str) -> str:
     """Per-step rates cover at least the recording rules' 5m, and never skip data."""
-    return (
-        step
-        if promql.seconds(step) > promql.seconds(conventions.RATE_WINDOW)
-        else conventions.RATE_WINDOW
-    )
+    return step if promql.seconds(step) > promql.seconds(c.RATE_WINDOW) else c.RATE_WINDOW
 
 
 def scope(namespace: str | None, deployment: str | None) -> list[Matcher]:
@@ -60,49 +70,41 @@ def scope(namespace: str | None, deployment: str | None) -> list[Matcher]:
     return out
 
 
+def narrowed(matchers: Sequence[Matcher], keys: Iterable[Key]) -> list[Matcher]:
+    """`matchers` narrowed to these deployments (answers are then filtered by key: the two
+    regexes also match other pairs of their namespaces and names)."""
+    keys = sorted(keys)
+    return [
+        *matchers,
+        promql.one_of("namespace", sorted({ns for ns, _ in keys})),
+        promql.one_of("deployment", sorted({d for _, d in keys})),
+    ]
+
+
 @dataclass(frozen=True)
-class Discovered:
-    engine: str | None
-    model: str | None
-    info: dict[str, str]
+class Steps:
+    """The window's steps: on multiples of the step, as a subquery `[window:step]` evaluated
+    at `at` has them, so the evidence's `quantile_over_time(...[6h:6m])` reads the same
+    points."""
 
+    window: str
+    step: str
+    at: float
 
-def _key(labels: Mapping[str, str]) -> Key:
-    return labels.get("namespace", ""), labels.get("deployment", "")
+    @property
+    def seconds(self) -> float:
+        return float(promql.seconds(self.step))
 
+    @property
+    def end(self) -> float:
+        return math.floor(self.at / self.seconds) * self.seconds
 
-def batch(
-    matchers: Sequence[Matcher], window: str, step: str, headlines: Iterable[Headline], at: float
-) -> dict[str, Query]:
-    """Every query of one collection."""
-    by = GROUP
-    step_s = float(promql.seconds(step))
-    # Steps on multiples of the step, as a subquery `[window:step]` evaluated at `at` has
-    # them: the evidence's `quantile_over_time(...[6h:3m])` reads the same points.
-    end = math.floor(at / step_s) * step_s
-    start = end - promql.seconds(window) + step_s
-    rate_w = rate_window(step)
-    out: dict[str, Query] = {
-        "info": Query(queries.engine_info(window, matchers), at),
-        "finished": Query(queries.finished(window, by, matchers), at),
-        "gpu_total": Query(queries.gpu_total(by, matchers), at),
-        "pods": Query(queries.pods_up(by, matchers), end, start, step_s),
-        "request_rate": Query(queries.request_rate(rate_w, by, matchers), end, start, step_s),
-    }
-    for name in queries.COUNTERS:
-        out[f"counter/{name}"] = Query(queries.counter(name, window, by, matchers), at)
-    for name in queries.HISTOGRAMS:
-        out[f"buckets/{name}"] = Query(queries.buckets(name, window, by, matchers), at)
-    for name in queries.GAUGES:
-        out[f"gauge/{name}"] = Query(queries.gauge(name, by, matchers), end, start, step_s)
-    for h in sorted(set(headlines), key=lambda h: (h.histogram, h.quantile)):
-        expr = queries.quantile(h.histogram, h.quantile, rate_w, by, matchers)
-        out[_latency_key(h)] = Query(expr, end, start, step_s)
-    return out
+    @property
+    def start(self) -> float:
+        return self.end - promql.seconds(self.window) + self.seconds
 
-
-def _latency_key(h: Headline) -> str:
-    return f"latency/{h.histogram}/{h.quantile!r}"
+    def range(self, expr: str) -> Query:
+        return Query(expr, self.end, self.start, self.seconds)
 
 
 def collect(
@@ -113,108 +115,165 @@ def collect(
     default_headlines: Sequence[Headline],
     deadline: Deadline,
     at: float,
+    recorded: bool = True,
 ) -> dict[Key, Figures]:
     """Figures of every deployment in scope seen within the window.
 
     `headline_for` names each deployment's headline latency (from its SLOs); deployments not
-    in it use the first of `default_headlines` whose histogram they report.
+    in it use the first of `default_headlines` whose histogram they report. `recorded=False`
+    reads raw series even where the recording rules' series exist.
     """
-    step = step_for(window)
-    wanted = set(default_headlines) | {h for h in (headline_for or {}).values() if h}
-    results = prom.batch(batch(matchers, window, step, wanted, at), deadline)
-    figures = assemble(results, window, step, prom.url, headline_for or {}, default_headlines, at)
-    started = _started(results["pods"], figures)  # type: ignore[arg-type]
-    if started:
-        # Only pods that appeared within the window had a start-up to measure: two more
-        # queries, narrowed to them, whatever the size of the fleet.
-        narrowed = [*matchers, promql.one_of("pod", sorted(started))]
-        more = prom.batch(
-            {
-                "seen": Query(
-                    queries.first_seen(window, RESOLUTION, GROUP, narrowed, up=False), at
-                ),
-                "up": Query(queries.first_seen(window, RESOLUTION, GROUP, narrowed, up=True), at),
-            },
-            deadline,
-        )
-        _startup(more["seen"], more["up"], figures)  # type: ignore[arg-type]
-    return figures
-
-
-def _started(series: list[RangeSeries], figures: Mapping[Key, Figures]) -> set[str]:
-    """Pods whose sidecar first answered after the window's first step."""
-    first = min((t for s in series for t, _ in s.points), default=None)
-    return {
-        s.labels.get("pod", "")
-        for s in series
-        if s.points and first is not None and s.points[0][0] > first and _key(s.labels) in figures
-    }
-
-
-def assemble(
-    results: Mapping[str, list[Sample] | list[RangeSeries]],
-    window: str,
-    step: str,
-    origin: str,
-    headline_for: Mapping[Key, Headline | None],
-    default_headlines: Sequence[Headline],
-    at: float,
-) -> dict[Key, Figures]:
-    found = _discover(results["info"])  # type: ignore[arg-type]
+    steps = Steps(window, step_for(window), at)
     figures: dict[Key, Figures] = {}
-    for key, d in found.items():
-        figures[key] = Figures(
-            target=Target(key[0], key[1], d.engine, d.model),
-            source="prometheus",
-            window=window,
-            step=step,
-            origin=origin,
-            info=d.info,
-        )
-    for s in results["finished"]:
-        fig = figures.get(_key(s.labels))  # type: ignore[union-attr]
-        if fig is not None and not math.isnan(s.value):  # type: ignore[union-attr]
-            reason = s.labels.get("reason", "")  # type: ignore[union-attr]
-            fig.finished[reason] = fig.finished.get(reason, 0.0) + s.value  # type: ignore[union-attr]
-    for name in queries.COUNTERS:
-        for key, value in _instant(results[f"counter/{name}"]).items():
-            if key in figures:
-                figures[key].counters[name] = value
-    for name in queries.HISTOGRAMS:
-        grouped: dict[Key, list[tuple[float, float]]] = defaultdict(list)
-        for s in results[f"buckets/{name}"]:
-            value = s.value  # type: ignore[union-attr]
-            if not math.isnan(value):
-                grouped[_key(s.labels)].append((parse_le(s.labels.get("le", "+Inf")), value))
-        for key, pairs in grouped.items():
-            if key in figures:
-                figures[key].buckets[name] = merge_buckets(pairs)
-    for s in results["gpu_total"]:
-        fig = figures.get(_key(s.labels))
-        if fig is not None and not math.isnan(s.value):  # type: ignore[union-attr]
-            fig.gpu_model = s.labels.get("gpu_model") or fig.gpu_model
-            fig.gpu_total_bytes = max(fig.gpu_total_bytes or 0.0, s.value)  # type: ignore[union-attr]
-    for name in queries.GAUGES:
-        for key, points in _ranges(results[f"gauge/{name}"]).items():
-            stat = Stat.of(v for _, v in points)
-            if key in figures and stat is not None:
-                figures[key].gauges[name] = stat
-    _replicas(results["pods"], figures)  # type: ignore[arg-type]
-    rates = _ranges(results["request_rate"])
-    waiting = _ranges(results["gauge/requests_waiting"])
-    pods = _pods_per_step(results["pods"])  # type: ignore[arg-type]
-    latencies = {k: _ranges(v) for k, v in results.items() if k.startswith("latency/")}
+    raw_matchers: list[Matcher] | None = list(matchers)
+    if recorded and window == c.ADVISOR_WINDOW:
+        results = prom.batch(recorded_batch(matchers, steps), deadline)
+        if results["history"]:
+            figures = assemble_recorded(results, steps, prom.url)
+            missing = _discover(results["info"]).keys() - figures.keys()  # type: ignore[arg-type]
+            raw_matchers = narrowed(matchers, missing) if missing else None
+    if raw_matchers is not None:
+        results = prom.batch(raw_batch(raw_matchers, steps), deadline)
+        for key, fig in assemble_raw(results, steps, prom.url).items():
+            figures.setdefault(key, fig)
     for key, fig in figures.items():
-        h = headline_for.get(key) or _first_reported(default_headlines, fig)
-        fig.headline = h
-        latency = latencies[_latency_key(h)].get(key, []) if h else []
-        fig.series = _points(pods.get(key, {}), rates.get(key, []), waiting.get(key, []), latency)
-        fig.points = max((s.count for s in fig.gauges.values()), default=0)
+        fig.headline = (headline_for or {}).get(key) or _first_reported(default_headlines, fig)
+    wanted = [key for key, fig in figures.items() if needs_history(fig)]
+    if wanted:
+        _history(prom, narrowed(matchers, wanted), steps, figures, wanted, deadline)
     return figures
 
 
 def _first_reported(headlines: Sequence[Headline], fig: Figures) -> Headline | None:
     return next((h for h in headlines if fig.buckets.get(h.histogram)), None)
+
+
+# ---- round 1: the recording rules' window figures -----------------------------------------
+
+# Recorded window statistic -> (gauge name, or "replicas"; statistic)
+_WINDOW_STATS: dict[str, tuple[str, str]] = {
+    c.window_stat(series, stat): (name, stat)
+    for name, series in {**queries.RECORDED_GAUGES, "replicas": c.DEPLOYMENT_PODS_SERVING}.items()
+    for stat in c.WINDOW_STATS
+}
+
+
+def recorded_batch(matchers: Sequence[Matcher], steps: Steps) -> dict[str, Query]:
+    """One query per recorded series' statistics and per increase: answers of a few thousand
+    samples each, which Prometheus encodes in parallel while the service decodes others."""
+    at, window = steps.at, steps.window
+    replicas = queries.pods_serving(GROUP, matchers, recorded=True)
+    out = {
+        "info": Query(queries.engine_info(window, matchers), at),
+        "gpu_total": Query(queries.gpu_total(GROUP, matchers), at),
+        "replicas_now": Query(replicas, steps.end),
+        # Recorded per-deployment series of this scope when the window began.
+        "history": Query(f"count({replicas} offset {window})", at),
+    }
+    for series in c.DEPLOYMENT_SERIES:
+        names = [c.window_stat(series, stat) for stat in c.WINDOW_STATS]
+        out[f"stats/{series}"] = Query(
+            promql.selector(promql.one_of("__name__", names), *matchers), at
+        )
+    for key in queries.INCREASES:
+        out[f"increase/{key}"] = Query(queries.increase(key, window, GROUP, matchers, True), at)
+    return out
+
+
+def assemble_recorded(results: Results, steps: Steps, origin: str) -> dict[Key, Figures]:
+    """Figures of the deployments with recorded window statistics."""
+    stats: dict[Key, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for series in c.DEPLOYMENT_SERIES:
+        for s in results[f"stats/{series}"]:
+            name, stat = _WINDOW_STATS[s.labels.get("__name__", "")]
+            stats[_key(s.labels)][name][stat] = s.value  # type: ignore[union-attr]
+    found = _discover(results["info"])  # type: ignore[arg-type]
+    figures: dict[Key, Figures] = {}
+    for key, per_name in stats.items():
+        d = found.get(key)
+        if d is None or "replicas" not in per_name:
+            continue
+        fig = _new(key, d, steps, origin)
+        fig.recorded = True
+        for name, values in per_name.items():
+            stat = _stat(values)
+            if stat is None:
+                continue
+            if name == "replicas":
+                fig.replicas = stat
+            else:
+                fig.gauges[name] = stat
+        fig.points = max((s.count for s in fig.gauges.values()), default=0)
+        figures[key] = fig
+    for key, value in _instant(results["replicas_now"]).items():
+        if key in figures:
+            figures[key].replicas_now = round(value)
+    _increases({k: results[f"increase/{k}"] for k in queries.INCREASES}, figures)  # type: ignore[misc]
+    _gpu_total(results["gpu_total"], figures)  # type: ignore[arg-type]
+    return figures
+
+
+def _stat(values: Mapping[str, float]) -> Stat | None:
+    if set(values) != set(c.WINDOW_STATS) or any(math.isnan(v) for v in values.values()):
+        return None
+    return Stat(
+        mean=values["mean"],
+        p95=values["p95"],
+        max=values["max"],
+        min=values["min"],
+        count=round(values["count"]),
+    )
+
+
+# ---- round 2: raw series --------------------------------------------------------------------
+
+
+def raw_batch(matchers: Sequence[Matcher], steps: Steps) -> dict[str, Query]:
+    at, window, by = steps.at, steps.window, GROUP
+    out: dict[str, Query] = {
+        "info": Query(queries.engine_info(window, matchers), at),
+        "gpu_total": Query(queries.gpu_total(by, matchers), at),
+        "replicas": steps.range(queries.pods_serving(by, matchers)),
+    }
+    for key in queries.INCREASES:
+        out[f"increase/{key}"] = Query(queries.increase(key, window, by, matchers), at)
+    for name in queries.GAUGES:
+        out[f"gauge/{name}"] = steps.range(queries.gauge(name, by, matchers))
+    return out
+
+
+def assemble_raw(results: Results, steps: Steps, origin: str) -> dict[Key, Figures]:
+    found = _discover(results["info"])  # type: ignore[arg-type]
+    figures = {key: _new(key, d, steps, origin) for key, d in found.items()}
+    _increases({k: results[f"increase/{k}"] for k in queries.INCREASES}, figures)  # type: ignore[misc]
+    _gpu_total(results["gpu_total"], figures)  # type: ignore[arg-type]
+    for name in queries.GAUGES:
+        for key, points in _ranges(results[f"gauge/{name}"]).items():
+            stat = Stat.of(v for _, v in points)
+            if key in figures and stat is not None:
+                figures[key].gauges[name] = stat
+    for key, points in _ranges(results["replicas"]).items():
+        fig = figures.get(key)
+        if fig is not None and points:
+            fig.replicas = Stat.of(v for _, v in points)
+            fig.replicas_now = round(max(points)[1])
+    for fig in figures.values():
+        fig.points = max((s.count for s in fig.gauges.values()), default=0)
+    return figures
+
+
+# ---- shared by both -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Discovered:
+    engine: str | None
+    model: str | None
+    info: dict[str, str]
+
+
+def _key(labels: Mapping[str, str]) -> Key:
+    return labels.get("namespace", ""), labels.get("deployment", "")
 
 
 def _discover(samples: Iterable[Sample]) -> dict[Key, Discovered]:
@@ -231,6 +290,45 @@ def _discover(samples: Iterable[Sample]) -> dict[Key, Discovered]:
         key: Discovered(labels.get("engine"), labels.get("model"), labels)
         for key, labels in best.items()
     }
+
+
+def _new(key: Key, d: Discovered, steps: Steps, origin: str) -> Figures:
+    return Figures(
+        target=Target(key[0], key[1], d.engine, d.model),
+        source="prometheus",
+        window=steps.window,
+        step=steps.step,
+        origin=origin,
+        info=d.info,
+    )
+
+
+def _increases(results: Mapping[str, Iterable[Sample]], figures: Mapping[Key, Figures]) -> None:
+    """Requests by reason, counter increases and bucket increases, by `queries.INCREASES`."""
+    buckets: dict[tuple[Key, str], list[tuple[float, float]]] = defaultdict(list)
+    for key, samples in results.items():
+        for s in samples:
+            fig = figures.get(_key(s.labels))
+            if fig is None or math.isnan(s.value):
+                continue
+            if key == "finished":
+                reason = s.labels.get("reason", "")
+                fig.finished[reason] = fig.finished.get(reason, 0.0) + s.value
+            elif key.startswith("buckets/"):
+                le = parse_le(s.labels.get("le", "+Inf"))
+                buckets[(_key(s.labels), key.removeprefix("buckets/"))].append((le, s.value))
+            else:
+                fig.counters[key] = fig.counters.get(key, 0.0) + s.value
+    for (key, name), pairs in buckets.items():
+        figures[key].buckets[name] = merge_buckets(pairs)
+
+
+def _gpu_total(samples: Iterable[Sample], figures: Mapping[Key, Figures]) -> None:
+    for s in samples:
+        fig = figures.get(_key(s.labels))
+        if fig is not None and not math.isnan(s.value):
+            fig.gpu_model = s.labels.get("gpu_model") or fig.gpu_model
+            fig.gpu_total_bytes = max(fig.gpu_total_bytes or 0.0, s.value)
 
 
 def _instant(samples: Iterable[Sample | RangeSeries]) -> dict[Key, float]:
@@ -251,34 +349,74 @@ def _ranges(series: Iterable[Sample | RangeSeries]) -> dict[Key, list[tuple[floa
     return out
 
 
-def _pods_per_step(series: Iterable[RangeSeries]) -> dict[Key, dict[float, int]]:
-    """Pods whose engine answered, per deployment and step."""
-    out: dict[Key, dict[float, int]] = defaultdict(lambda: defaultdict(int))
-    for s in series:
-        for t, v in s.points:
-            if v == 1:
-                out[_key(s.labels)][t] += 1
+# ---- round 3: history of the deployments the HPA rules may scale ---------------------------
+
+
+def history_batch(
+    matchers: Sequence[Matcher], steps: Steps, headlines: Iterable[Headline], recorded: bool
+) -> dict[str, Query]:
+    by, at = GROUP, steps.at
+    rate_w = c.RATE_WINDOW if recorded else rate_window(steps.step)
+    out = {
+        "replicas": steps.range(queries.pods_serving(by, matchers, recorded)),
+        "request_rate": steps.range(queries.request_rate(rate_w, by, matchers, recorded)),
+        "waiting": steps.range(queries.gauge("requests_waiting", by, matchers, recorded)),
+        "seen": Query(queries.first_seen(steps.window, RESOLUTION, by, matchers, up=False), at),
+        "up": Query(queries.first_seen(steps.window, RESOLUTION, by, matchers, up=True), at),
+    }
+    for h in sorted(set(headlines), key=lambda h: (h.histogram, h.quantile)):
+        expr = queries.quantile(h.histogram, h.quantile, rate_w, by, matchers, recorded)
+        out[_latency_key(h)] = steps.range(expr)
     return out
 
 
-def _replicas(series: list[RangeSeries], figures: dict[Key, Figures]) -> None:
-    per_step = _pods_per_step(series)
-    for key, fig in figures.items():
-        steps = per_step.get(key)
-        if not steps:
-            continue
-        fig.replicas = Stat.of(float(n) for n in steps.values())
-        fig.replicas_now = steps[max(steps)]
+def _latency_key(h: Headline) -> str:
+    return f"latency/{h.histogram}/{h.quantile!r}"
 
 
-def _startup(seen: list[Sample], up: list[Sample], figures: dict[Key, Figures]) -> None:
-    """The slowest start-up among the pods that appeared within the window."""
+def _history(
+    prom: Prometheus,
+    matchers: Sequence[Matcher],
+    steps: Steps,
+    figures: Mapping[Key, Figures],
+    wanted: Sequence[Key],
+    deadline: Deadline,
+) -> None:
+    """Per-step series and start-up times of the wanted deployments (one batch per source,
+    recorded or raw, that they were read from)."""
+    by_source: dict[bool, list[Key]] = defaultdict(list)
+    for key in wanted:
+        by_source[figures[key].recorded].append(key)
+    for recorded, keys in by_source.items():
+        headlines = {figures[k].headline for k in keys if figures[k].headline is not None}
+        batch = history_batch(narrowed(matchers, keys), steps, headlines, recorded)  # type: ignore[arg-type]
+        results = prom.batch(batch, deadline)
+        replicas, rates = _ranges(results["replicas"]), _ranges(results["request_rate"])
+        waiting = _ranges(results["waiting"])
+        latencies = {k: _ranges(v) for k, v in results.items() if k.startswith("latency/")}
+        for key in keys:
+            fig = figures[key]
+            h = fig.headline
+            latency = latencies[_latency_key(h)].get(key, []) if h else []
+            fig.series = _points(
+                replicas.get(key, []), rates.get(key, []), waiting.get(key, []), latency
+            )
+        _startup(results["seen"], results["up"], figures, steps)  # type: ignore[arg-type]
+
+
+def _startup(
+    seen: list[Sample], up: list[Sample], figures: Mapping[Key, Figures], steps: Steps
+) -> None:
+    """The slowest start-up among the pods whose sidecar first answered within the window
+    (after the first step of the start-up subqueries: older pods were there before it)."""
+    resolution = promql.seconds(RESOLUTION)
+    first_step = math.ceil((steps.at - promql.seconds(steps.window)) / resolution) * resolution
     first = {(_key(s.labels), s.labels.get("pod", "")): s.value for s in seen}
     for s in up:
         pod = (_key(s.labels), s.labels.get("pod", ""))
         began = first.get(pod)
         fig = figures.get(pod[0])
-        if fig is None or began is None:
+        if fig is None or began is None or began <= first_step:
             continue
         took = s.value - began
         if took >= 0:
@@ -286,13 +424,19 @@ def _startup(seen: list[Sample], up: list[Sample], figures: dict[Key, Figures]) 
 
 
 def _points(
-    pods: Mapping[float, int],
+    replicas: Sequence[tuple[float, float]],
     rates: Sequence[tuple[float, float]],
     waiting: Sequence[tuple[float, float]],
     latency: Sequence[tuple[float, float]],
 ) -> list[Point]:
-    rate_at, waiting_at, latency_at = dict(rates), dict(waiting), dict(latency)
-    times = sorted({*pods, *rate_at, *waiting_at, *latency_at})
+    pods_at, rate_at, waiting_at, latency_at = (
+        dict(replicas),
+        dict(rates),
+        dict(waiting),
+        dict(latency),
+    )
+    times = sorted({*pods_at, *rate_at, *waiting_at, *latency_at})
     return [
-        Point(t, pods.get(t), rate_at.get(t), waiting_at.get(t), latency_at.get(t)) for t in times
+        Point(t, pods_at.get(t), rate_at.get(t), waiting_at.get(t), latency_at.get(t))
+        for t in times
     ]

@@ -249,7 +249,8 @@ def _samples(raw: list[Any]) -> list[Sample]:
         value = item.get("value") if isinstance(item, dict) else None
         if not isinstance(value, list) or len(value) != 2:
             raise PrometheusUnavailable("the answer is not an instant vector")
-        out.append(Sample(dict(item.get("metric") or {}), _number(value[1])))
+        # The decoded answer is ours alone: its label dicts need no copy.
+        out.append(Sample(item.get("metric") or {}, _number(value[1])))
     return out
 
 
@@ -260,7 +261,7 @@ def _series(raw: list[Any]) -> list[RangeSeries]:
         if not isinstance(values, list):
             raise PrometheusUnavailable("the answer is not a range vector")
         points = [(float(t), _number(v)) for t, v in values]
-        out.append(RangeSeries(dict(item.get("metric") or {}), points))
+        out.append(RangeSeries(item.get("metric") or {}, points))
     return out
 
 

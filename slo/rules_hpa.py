@@ -19,6 +19,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from inferwatch.slo import patches, queries
 from inferwatch.slo.figures import GROUP, Evidence, Figures, Headline, Point, quantile_of_sorted
@@ -118,6 +119,34 @@ def _within(points: Sequence[Point], h: Headline) -> list[float]:
     ]
 
 
+def _direction(fig: Figures) -> Literal["out", "in"] | None:
+    """Whether the window's figures call for scaling out (latency missed while requests
+    queue) or for checking whether fewer pods would do (latency met, queue empty)."""
+    h = fig.headline
+    observed = fig.quantile(h.histogram, h.quantile) if h else None
+    waiting_mean = fig.gauge("requests_waiting", "mean")
+    waiting95 = fig.gauge("requests_waiting", "p95") or 0.0
+    if h is None or fig.replicas is None or observed is None or waiting_mean is None:
+        return None
+    if (fig.observations(h.histogram) or 0) < MIN_REQUESTS:
+        return None
+    if observed > h.threshold and (waiting_mean >= QUEUEING or waiting95 >= 2 * QUEUEING):
+        return "out"
+    if observed <= h.threshold and waiting95 < IDLE_QUEUE:
+        return "in"
+    return None
+
+
+def needs_history(fig: Figures) -> bool:
+    """Whether the HPA rules will read this deployment's per-step history (`fig.series`) and
+    its pods' start-up: only when they may recommend scaling it. The SLO service fetches them
+    for those deployments alone, so a healthy fleet costs no per-step data."""
+    direction = _direction(fig)
+    if direction == "in":
+        return fig.replicas is not None and round(fig.replicas.min) >= 2
+    return direction == "out"
+
+
 def hpa(x: Inputs, out: Outcome) -> None:
     fig = x.figures
     if fig.source != "prometheus":
@@ -126,18 +155,15 @@ def hpa(x: Inputs, out: Outcome) -> None:
             "latency over time): use `inferwatch advise --prometheus` once Prometheus scrapes it."
         )
         return
+    if not needs_history(fig):
+        return
     h = fig.headline
     observed = fig.quantile(h.histogram, h.quantile) if h else None
-    waiting_mean = fig.gauge("requests_waiting", "mean")
-    waiting95 = fig.gauge("requests_waiting", "p95") or 0.0
-    if h is None or fig.replicas is None or observed is None or waiting_mean is None:
-        return
-    if (fig.observations(h.histogram) or 0) < MIN_REQUESTS:
-        return
+    assert h is not None and observed is not None
     plan = _Plan(x, h, observed)
-    if observed > h.threshold and (waiting_mean >= QUEUEING or waiting95 >= 2 * QUEUEING):
+    if _direction(fig) == "out":
         plan.scale_out(out)
-    elif observed <= h.threshold and waiting95 < IDLE_QUEUE:
+    else:
         plan.scale_in(out)
 
 
@@ -154,7 +180,7 @@ class _Plan:
         self.target = queue_target(self.fit, h.threshold)
         self.behavior = scaling_behavior(fig.startup_seconds)
         self.matchers = fig.target.matchers()
-        self.rate_expr = queries.request_rate("5m", GROUP, self.matchers)
+        self.rate_expr = queries.request_rate("5m", GROUP, self.matchers, fig.recorded)
 
     @property
     def queue(self) -> float:
@@ -185,7 +211,9 @@ class _Plan:
                 fig.evidence_series(
                     f"{_describe(h)} seconds per waiting request per pod (fitted slope)",
                     self.fit.slope,
-                    queries.quantile(h.histogram, h.quantile, "5m", GROUP, self.matchers),
+                    queries.quantile(
+                        h.histogram, h.quantile, "5m", GROUP, self.matchers, fig.recorded
+                    ),
                     f"least squares over {self.fit.n} steps of {fig.step} against the queue "
                     f"per pod: latency = {self.fit.intercept:.3f} s + {self.fit.slope:.4f} s "
                     f"x queue (r² {self.fit.r2:.2f}); queue target: {self.target_note()}",
@@ -278,7 +306,7 @@ class _Plan:
             max_replicas=max_replicas,
             queue_target=self.queue,
         )
-        pods = queries.pods_serving(GROUP, self.matchers)
+        pods = queries.pods_serving(GROUP, self.matchers, fig.recorded)
         load = [
             fig.evidence_series(
                 f"requests/s per replica while {_describe(h)} <= {format_value(h.threshold)} s",
@@ -364,7 +392,7 @@ class _Plan:
             max_replicas=max(round(self.replicas.max), self.behavior.max_replicas, needed + 1),
             queue_target=self.queue,
         )
-        pods = queries.pods_serving(GROUP, self.matchers)
+        pods = queries.pods_serving(GROUP, self.matchers, fig.recorded)
         evidence = [
             fig.evidence_quantile(self.h.histogram, self.h.quantile),
             fig.evidence_gauge("requests_waiting", "p95"),

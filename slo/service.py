@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from inferwatch.alerts import conventions
 from inferwatch.alerts.config import AlertConfig
 from inferwatch.slo import from_prometheus, queries, sli
 from inferwatch.slo.advisor import advise
@@ -24,7 +25,7 @@ from inferwatch.slo.prom import Deadline, Prometheus
 from inferwatch.slo.rule_inputs import Inputs
 from inferwatch.slo.spec import LatencySLI, SLOSpec
 
-DEFAULT_WINDOW = "6h"
+DEFAULT_WINDOW = conventions.ADVISOR_WINDOW  # the window the recording rules precompute
 DEFAULT_TIMEOUT = 4.5  # seconds per request: a 503 comes well within 5 s
 
 
@@ -40,6 +41,9 @@ class ServiceConfig:
     # default: the URL the service uses.
     keda_prometheus_url: str | None = None
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    # Read inferwatch's recorded series where Prometheus has them (SLO burn rates, the
+    # advisor's window figures); False: always the raw series, as a Prometheus without them.
+    recording_rules: bool = True
 
 
 class SLOService:
@@ -66,14 +70,27 @@ class SLOService:
     def statuses(self, at: float | None = None, with_queries: bool = False) -> list[SLOStatus]:
         """Every SLO's status; each one's PromQL only when asked (see `status`)."""
         deadline = Deadline(self.config.timeout)
-        return sli.statuses(self.specs, self.prometheus, deadline, at or time.time(), with_queries)
+        return sli.statuses(
+            self.specs,
+            self.prometheus,
+            deadline,
+            at or time.time(),
+            with_queries,
+            recorded=self.config.recording_rules,
+        )
 
     def status(self, name: str, at: float | None = None) -> SLOStatus:
         spec = self.by_name.get(name)
         if spec is None:
             raise NotFound(f"no SLO named {name!r}; known: {', '.join(self.by_name) or 'none'}")
         deadline = Deadline(self.config.timeout)
-        (found,) = sli.statuses([spec], self.prometheus, deadline, at or time.time())
+        (found,) = sli.statuses(
+            [spec],
+            self.prometheus,
+            deadline,
+            at or time.time(),
+            recorded=self.config.recording_rules,
+        )
         return found
 
     # ---- advice ---------------------------------------------------------------------------
@@ -101,6 +118,7 @@ class SLOService:
             defaults,
             deadline,
             at or time.time(),
+            recorded=self.config.recording_rules,
         )
         if not found and (namespace or deployment):
             what = (

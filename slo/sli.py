@@ -5,12 +5,14 @@ The math is the generated rules' (`alerts/slo_rules.py`), read two ways:
 - **recording rules**, when Prometheus evaluates the SLO's rule group: the SLO's
   `slo:objective:ratio` series is present and states the spec's objective. Then the error ratio
   over the period is `slo:sli_error:ratio_rate<period>` and each window's burn rate
-  `slo:burn_rate:ratio_rate<window>`, one query per window for every SLO at once;
-- **raw series** otherwise: the same expressions the rules record
-  (`alerts.queries.error_ratio` / `fraction_at_most` over `by (namespace, deployment)`),
-  sent once per window for every SLO of the same shape (SLI type, finish reasons or
-  histogram and threshold, engine, models) and read per namespace and deployment, so the
-  number of queries grows with the kinds of SLO, not with the deployments.
+  `slo:burn_rate:ratio_rate<window>`. One query reads them all, objectives included, for
+  every SLO at once (narrowed to the SLOs' names and namespaces), so finding out which SLOs
+  Prometheus evaluates costs nothing more;
+- **raw series** otherwise (one more round, only for those SLOs): the same expressions the
+  rules record (`alerts.queries.error_ratio` / `fraction_at_most` over
+  `by (namespace, deployment)`), sent once per window for every SLO of the same shape (SLI
+  type, finish reasons or histogram and threshold, engine, models) and read per namespace and
+  deployment, so the number of queries grows with the kinds of SLO, not with the deployments.
 
 For every SLO: the SLI (good ratio) and error ratio over its period, the error budget left as a
 fraction and as time, when it runs out at the current (1h) burn rate, the burn rate over every
@@ -20,6 +22,7 @@ windows of a row over its factor; the alerts' `for:` is not applied).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,11 +37,12 @@ from inferwatch.slo.prom import Deadline, Prometheus, Query, Sample
 from inferwatch.slo.spec import AvailabilitySLI, LatencySLI, SLOSpec
 
 BUDGET_WINDOW = "1h"  # the burn rate that estimates when the budget runs out
+ALERT_WINDOWS = windows.needed()  # every window the alerts read, shortest first
 
 
 def burn_windows(spec: SLOSpec) -> tuple[str, ...]:
     """Every window the alerts read, then the SLO's period."""
-    return (*windows.needed(), spec.period)
+    return (*ALERT_WINDOWS, spec.period)
 
 
 def budget(spec: SLOSpec) -> float:
@@ -70,10 +74,16 @@ def exhaustion_seconds(remaining: float | None, burn: float | None, spec: SLOSpe
     return max(0.0, remaining) * spec.period_days * 86400 / burn
 
 
+@functools.cache
+def _factors(period_days: int) -> tuple[tuple[windows.Window, float], ...]:
+    """Each alert window with its burn-rate factor over a period (exact fractions: computed
+    once per period, not once per SLO)."""
+    return tuple((w, float(w.factor(period_days))) for w in windows.WINDOWS)
+
+
 def alert_states(burns: dict[str, float | None], spec: SLOSpec) -> list[AlertState]:
     out = []
-    for w in windows.WINDOWS:
-        factor = float(w.factor(spec.period_days))
+    for w, factor in _factors(spec.period_days):
         long, short = burns.get(w.long), burns.get(w.short)
         firing = long is not None and short is not None and long > factor and short > factor
         out.append(
@@ -159,16 +169,27 @@ def _by_target(samples: Iterable[Sample]) -> dict[tuple[str, str], float]:
     }
 
 
-def _by_slo(samples: Iterable[Sample]) -> dict[tuple[str, str, str], float]:
-    return {
-        (
-            s.labels.get(c.SLO, ""),
-            s.labels.get("namespace", ""),
-            s.labels.get("deployment", ""),
-        ): s.value
-        for s in samples
-        if not math.isnan(s.value)
-    }
+def recorded_query(specs: Sequence[SLOSpec]) -> str:
+    """Every recorded series the status of these SLOs reads, in one query: each SLO's
+    objective (whether Prometheus evaluates its rule group, and with this objective), its
+    burn rate over every window and its error ratio over its period. Narrowed to the SLOs'
+    names (or namespaces, for many), so its cost does not depend on the other SLOs Prometheus
+    evaluates."""
+    names = {c.SLO_OBJECTIVE}
+    for spec in specs:
+        names.update(c.slo_burn_rate(w) for w in burn_windows(spec))
+        names.add(c.slo_error_ratio(spec.period))
+    slos = sorted({s.name for s in specs})
+    narrow = (
+        promql.one_of(c.SLO, slos)
+        if len(slos) <= MAX_NAMED_DEPLOYMENTS
+        else promql.Matcher(c.SLO, "!=", "")
+    )
+    return promql.selector(
+        promql.one_of("__name__", sorted(names)),
+        narrow,
+        promql.one_of("namespace", sorted({s.namespace for s in specs})),
+    )
 
 
 def statuses(
@@ -177,57 +198,40 @@ def statuses(
     deadline: Deadline,
     at: float,
     with_queries: bool = True,
+    recorded: bool = True,
 ) -> list[SLOStatus]:
-    """The status of every SLO, in the specs' order. `with_queries=False` leaves out each
-    SLO's PromQL texts (building them for a thousand SLOs costs more than reading them)."""
+    """The status of every SLO, in the specs' order: from the recording rules where
+    Prometheus evaluates the SLO's rule group with its objective (one query for all of them),
+    else from raw series (one more round). `with_queries=False` leaves out each SLO's PromQL
+    texts (building them for a thousand SLOs costs more than reading them); `recorded=False`
+    reads raw series for every SLO."""
     if not specs:
         return []
-    recorded = _recorded_slos(specs, prom, deadline, at)
     reads: dict[str, _Read] = {}
-    with_rules = [s for s in specs if s.name in recorded]
-    raw = [s for s in specs if s.name not in recorded]
-    batch: dict[str, Query] = {}
-    wanted_windows = sorted({w for s in with_rules for w in burn_windows(s)}, key=promql.seconds)
-    for w in wanted_windows:
-        batch[f"burn/{w}"] = Query(
-            promql.series(c.slo_burn_rate(w), promql.Matcher(c.SLO, "!=", "")), at
-        )
-    for period in sorted({s.period for s in with_rules}):
-        batch[f"ratio/{period}"] = Query(
-            promql.series(c.slo_error_ratio(period), promql.Matcher(c.SLO, "!=", "")), at
-        )
+    if recorded:
+        found: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+        for sample in prom.instant(recorded_query(specs), at, deadline):
+            if not math.isnan(sample.value):
+                found[_slo_key(sample.labels)][sample.labels.get("__name__", "")] = sample.value
+        for spec in specs:
+            values = found.get((spec.name, spec.namespace, spec.deployment), {})
+            if _evaluated(spec, values.get(c.SLO_OBJECTIVE)):
+                reads[spec.name] = _recorded_read(spec, values, with_queries)
+    raw = [s for s in specs if s.name not in reads]
     groups: dict[tuple, list[SLOSpec]] = defaultdict(list)
     for s in raw:
         groups[shape(s)].append(s)
     group_list = list(groups.values())
+    batch: dict[str, Query] = {}
     for i, group in enumerate(group_list):
         for w in sorted({w for s in group for w in burn_windows(s)}, key=promql.seconds):
-            batch[f"raw/{i}/{w}"] = Query(error_ratio_query(group, w), at)
-    results = prom.batch(batch, deadline)
-    by_slo = {k: _by_slo(v) for k, v in results.items() if not k.startswith("raw/")}  # type: ignore[arg-type]
-    by_target = {k: _by_target(v) for k, v in results.items() if k.startswith("raw/")}  # type: ignore[arg-type]
-
-    for s in with_rules:
-        key = (s.name, s.namespace, s.deployment)
-        burns = {w: by_slo[f"burn/{w}"].get(key) for w in burn_windows(s)}
-        ratios = {w: (None if b is None else b * budget(s)) for w, b in burns.items()}
-        ratios[s.period] = by_slo[f"ratio/{s.period}"].get(key)
-        this = promql.selector(promql.eq(c.SLO, s.name))
-        reads[s.name] = _Read(
-            "recording-rules",
-            ratios,
-            burns,
-            {
-                f"error_ratio/{s.period}": c.slo_error_ratio(s.period) + this,
-                **{f"burn_rate/{w}": c.slo_burn_rate(w) + this for w in burn_windows(s)},
-            }
-            if with_queries
-            else {},
-        )
+            batch[f"{i}/{w}"] = Query(error_ratio_query(group, w), at)
+    results = prom.batch(batch, deadline) if batch else {}
+    by_target = {k: _by_target(v) for k, v in results.items()}  # type: ignore[arg-type]
     for i, group in enumerate(group_list):
         for s in group:
             target = (s.namespace, s.deployment)
-            ratios = {w: by_target[f"raw/{i}/{w}"].get(target) for w in burn_windows(s)}
+            ratios = {w: by_target[f"{i}/{w}"].get(target) for w in burn_windows(s)}
             reads[s.name] = _Read(
                 "raw-series",
                 ratios,
@@ -236,26 +240,38 @@ def statuses(
                 if with_queries
                 else {},
             )
-    return [_status(s, reads[s.name], s.name in recorded or None) for s in specs]
+    return [_status(s, reads[s.name]) for s in specs]
 
 
-def _recorded_slos(
-    specs: Sequence[SLOSpec], prom: Prometheus, deadline: Deadline, at: float
-) -> set[str]:
-    """SLOs whose rule group Prometheus evaluates with the spec's own objective."""
-    found = prom.instant(
-        promql.series(c.SLO_OBJECTIVE, promql.Matcher(c.SLO, "!=", "")), at, deadline
+def _slo_key(labels: dict[str, str]) -> tuple[str, str, str]:
+    return labels.get(c.SLO, ""), labels.get("namespace", ""), labels.get("deployment", "")
+
+
+def _evaluated(spec: SLOSpec, objective: float | None) -> bool:
+    """Whether Prometheus evaluates the SLO's rule group with the spec's own objective."""
+    return objective is not None and math.isclose(objective, spec.objective, rel_tol=1e-12)
+
+
+def _recorded_read(spec: SLOSpec, values: dict[str, float], with_queries: bool) -> _Read:
+    windows_ = burn_windows(spec)
+    burns = {w: values.get(c.slo_burn_rate(w)) for w in windows_}
+    ratios = {w: (None if b is None else b * budget(spec)) for w, b in burns.items()}
+    ratios[spec.period] = values.get(c.slo_error_ratio(spec.period))
+    this = promql.selector(promql.eq(c.SLO, spec.name))
+    return _Read(
+        "recording-rules",
+        ratios,
+        burns,
+        {
+            f"error_ratio/{spec.period}": c.slo_error_ratio(spec.period) + this,
+            **{f"burn_rate/{w}": c.slo_burn_rate(w) + this for w in windows_},
+        }
+        if with_queries
+        else {},
     )
-    objectives = _by_slo(found)
-    out = set()
-    for s in specs:
-        stated = objectives.get((s.name, s.namespace, s.deployment))
-        if stated is not None and math.isclose(stated, s.objective, rel_tol=1e-12):
-            out.add(s.name)
-    return out
 
 
-def _status(spec: SLOSpec, read: _Read, _recorded: bool | None) -> SLOStatus:
+def _status(spec: SLOSpec, read: _Read) -> SLOStatus:
     ratio = read.ratios.get(spec.period)
     remaining = budget_remaining(ratio, spec)
     burn_1h = read.burns.get(BUDGET_WINDOW)

@@ -116,13 +116,13 @@ def test_recording_rules_follow_level_metric_operations() -> None:
         assert level in conventions.LEVELS and metric and operations
     # Every family name inside a recorded name comes from the schema.
     metrics = {n.split(":")[1] for n in records if n.split(":")[0] != "slo"}
-    known = {f.name for f in schema.FAMILIES} | {
+    known = {f.name for f in (*schema.FAMILIES, *schema.EXPORTER_FAMILIES)} | {
         f.name.removesuffix("_total") for f in schema.FAMILIES
     }
     known |= {f"{f.name}_bucket" for f in schema.HISTOGRAMS} | {
         f"{f.name}_count" for f in schema.HISTOGRAMS
     }
-    assert metrics - known == {"llm_request_errors", "llm_gpu_memory_used"}
+    assert metrics - known == {"llm_request_errors", "llm_gpu_memory_used", "llm_gpu_memory_free"}
 
 
 def test_every_metric_an_expression_reads_is_in_the_schema_or_recorded() -> None:
@@ -133,6 +133,8 @@ def test_every_metric_an_expression_reads_is_in_the_schema_or_recorded() -> None
     functions = {
         "sum", "max", "min", "avg", "rate", "deriv", "histogram_quantile", "vector", "group",
         "present_over_time", "sum_over_time", "by", "and", "or", "unless", "on",
+        "avg_over_time", "quantile_over_time", "max_over_time", "min_over_time",
+        "count_over_time",
     }  # fmt: skip
     for rule in all_rules():
         expr = re.sub(r'"[^"]*"', '""', rule["expr"])  # label values are not names

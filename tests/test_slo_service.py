@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inferwatch.alerts import slo_rules
-from inferwatch.slo import sli
+from inferwatch.slo import from_prometheus, sli
 from inferwatch.slo.app import create_app
-from inferwatch.slo.figures import histogram_quantile
+from inferwatch.slo.figures import Headline, histogram_quantile
 from inferwatch.slo.models import Advice, Recommendation
 from inferwatch.slo.prom import Prometheus
 from inferwatch.slo.service import ServiceConfig, SLOService
@@ -45,8 +45,17 @@ def service(fleet: Fleet) -> Iterator[SLOService]:
 
 
 @pytest.fixture(scope="module")
-def at() -> float:
-    """One evaluation time for the module, so every figure and its evidence read the same."""
+def raw_service(fleet: Fleet) -> Iterator[SLOService]:
+    """The same service reading raw series only, as against a Prometheus without our rules."""
+    prom = Prometheus(fleet.prometheus.url)
+    yield SLOService(fleet.specs, prom, ServiceConfig(recording_rules=False))
+    prom.close()
+
+
+@pytest.fixture(scope="module")
+def at(fleet: Fleet) -> float:
+    """One evaluation time for the module, so every figure and its evidence read the same
+    (once Prometheus evaluates the rules: their window figures exist from then on)."""
     return time.time()
 
 
@@ -141,6 +150,29 @@ def test_recording_rules_and_raw_series_give_the_same_answers(statuses: dict, fl
         assert b.queries["error_ratio/1h"] == slo_rules.sli_error_ratio(
             next(s for s in fleet.specs if s.name == recorded + "-raw"), "1h"
         )
+
+
+def test_the_status_reads_recorded_slos_in_one_query_narrowed_to_them(
+    service: SLOService, at: float
+) -> None:
+    recorded = [s for s in service.specs if s.name in history.RECORDED]
+    before, logged = service.prometheus.count, len(service.prometheus.log)
+    found = SLOService(recorded, service.prometheus).statuses(at=at)
+    assert service.prometheus.count - before == 1
+    (query,) = list(service.prometheus.log)[logged:]
+    # Its objective, burn rates and period ratio, of these SLOs only: what else Prometheus
+    # evaluates does not reach the answer.
+    assert f'slo=~"{"|".join(sorted(history.RECORDED))}"' in query
+    assert 'namespace="shop"' in query and "slo:objective:ratio" in query
+    assert {s.source for s in found} == {"recording-rules"}
+
+
+def test_recording_rules_off_reads_raw_series_for_every_slo(
+    raw_service: SLOService, at: float
+) -> None:
+    found = {s.name: s for s in raw_service.statuses(at=at)}
+    assert {s.source for s in found.values()} == {"raw-series"}
+    assert found["steady-chat-ttft"].budget_remaining == pytest.approx(0.6, abs=1e-9)
 
 
 def test_raw_queries_are_the_generated_rules_expressions(fleet: Fleet) -> None:
@@ -263,6 +295,74 @@ def test_idle_over_provisioning_lowers_min_replicas(advice: dict[str, Advice]) -
     assert r.patch.hpa["spec"]["minReplicas"] == 1
 
 
+def _what(a: Advice) -> list[tuple]:
+    return [(r.kind, r.parameter, r.direction, r.current, r.proposed) for r in a.recommendations]
+
+
+def test_recorded_and_raw_series_give_the_same_advice(
+    advice: dict[str, Advice], raw_service: SLOService, at: float
+) -> None:
+    raw = {a.target.deployment: a for a in raw_service.advice(at=at)}
+    assert raw.keys() == advice.keys()
+    for name, a in advice.items():
+        b = raw[name]
+        assert (a.status, a.missing) == (b.status, b.missing), name
+        assert _what(a) == _what(b), name
+        # Counts over the window from 5m rates 5 minutes apart, or from the raw counters'
+        # increase: the same within a request or two, where the load changed in the window.
+        for x, y in zip(a.objectives, b.objectives, strict=True):
+            assert x.met == y.met and x.observed == pytest.approx(y.observed, rel=1e-3), name
+        for r, q in zip(a.recommendations, b.recommendations, strict=True):
+            assert [e.name for e in r.evidence] == [e.name for e in q.evidence]
+            for e, f in zip(r.evidence, q.evidence, strict=True):
+                if isinstance(e.value, float):
+                    assert e.value == pytest.approx(f.value, rel=1e-3), (name, e.name)
+                else:
+                    assert e.value == f.value, (name, e.name)
+        for gauge, stats in a.figures["gauges"].items():
+            assert stats == pytest.approx(b.figures["gauges"][gauge], rel=1e-9), (name, gauge)
+    # The recorded evidence names the recorded series, and how the rules compute it.
+    r = _rec(advice["kv-full"], "--gpu-memory-utilization")
+    kv = next(e for e in r.evidence if e.name.startswith("kv_cache_usage p95"))
+    assert kv.promql.startswith("deployment:llm_kv_cache_usage_ratio:p95_6h_max{")
+    assert "quantile_over_time(0.95, (deployment:llm_kv_cache_usage_ratio:max)[6h:6m])" in kv.note
+    raw_kv = next(
+        e
+        for e in _rec(raw["kv-full"], "--gpu-memory-utilization").evidence
+        if e.name.startswith("kv_cache_usage p95")
+    )
+    assert raw_kv.promql.startswith("quantile_over_time(0.95, (max by (namespace, deployment)")
+
+
+def test_without_recorded_window_figures_the_advisor_reads_raw_series(
+    service: SLOService, fleet: Fleet
+) -> None:
+    tl = fleet.timeline
+    cases = {
+        # Before Prometheus ran the rules: the window figures were never recorded, though
+        # their per-step series were backfilled; raw series for exactly those deployments.
+        "not recorded": (tl.now - 600, 'deployment=~"'),
+        # Three hours into the backfilled rules' history: the window reaches before it.
+        "recorded since less than the window": (tl.fine_from + 3 * 3600, None),
+    }
+    for what, (at, narrowed) in cases.items():
+        logged = len(service.prometheus.log)
+        found = service.figures(at=at)
+        assert len(found) == 6, what
+        assert not any(f.recorded for f in found.values()), what
+        sent = list(service.prometheus.log)[logged:]
+        raw = [q for q in sent if "llm_kv_cache_usage_ratio" in q and "deployment:" not in q]
+        assert len(raw) == 1, what
+        if narrowed:
+            assert all(narrowed in q for q in raw), what
+    # Another window than the one the rules record: raw series, without asking for records.
+    other = SLOService(service.specs, service.prometheus, ServiceConfig(window="3h"))
+    logged = len(service.prometheus.log)
+    found = other.figures(at=tl.now)
+    assert found and not any(f.recorded for f in found.values())
+    assert all("deployment:" not in q for q in list(service.prometheus.log)[logged:])
+
+
 def test_every_direct_evidence_query_returns_the_value_it_shows(
     advice: dict[str, Advice], fleet: Fleet, at: float
 ) -> None:
@@ -271,7 +371,9 @@ def test_every_direct_evidence_query_returns_the_value_it_shows(
         for r in a.recommendations:
             for e in r.evidence:
                 direct = e.source == "prometheus" and (
-                    not e.note or e.name.startswith(("slowest pod", "peak", "replicas serving"))
+                    not e.note
+                    or e.note.startswith("recorded by")
+                    or e.name.startswith(("slowest pod", "peak", "replicas serving"))
                 )
                 if not direct:
                     continue
@@ -284,31 +386,54 @@ def test_every_direct_evidence_query_returns_the_value_it_shows(
 # ---- batching -----------------------------------------------------------------------------
 
 
+SCOPES = ((None, None), ("shop", None), ("shop", "idle"), ("shop", "kv-full"))
+# The deployments the HPA rules may scale: overloaded and queued miss their TTFT target while
+# requests queue; idle's and steady-chat's pods have empty queues (would fewer do?). kv-full
+# keeps half a request waiting: neither.
+SCALABLE = ("idle", "overloaded", "queued", "steady-chat")
+
+
+def _sent(service: SLOService, scope: tuple[str | None, str | None], at: float) -> list[str]:
+    logged, before = len(service.prometheus.log), service.prometheus.count
+    service.advice(*scope, at=at)
+    sent = list(service.prometheus.log)[logged:]
+    assert len(sent) == service.prometheus.count - before
+    return sent
+
+
+@pytest.mark.parametrize("path", ["recorded", "raw"])
 def test_the_number_of_queries_does_not_grow_with_deployments(
-    service: SLOService, at: float
+    service: SLOService, raw_service: SLOService, at: float, path: str
 ) -> None:
-    counts, sent = {}, {}
-    for scope in ((None, None), ("shop", None), ("shop", "idle")):
-        before, logged = service.prometheus.count, len(service.prometheus.log)
-        found = service.advice(*scope, at=at)
-        counts[scope] = (service.prometheus.count - before, len(found))
-        sent[scope] = list(service.prometheus.log)[logged:]
-    assert counts[(None, None)][1] == 6 and counts[("shop", "idle")][1] == 1
-    # One batch whatever the scope; two more only when pods started within the window (the
-    # overloaded deployment's third pod), narrowed to those pods.
-    assert counts[(None, None)][0] == counts[("shop", None)][0] == counts[("shop", "idle")][0] + 2
-    startup = [q for q in sent[(None, None)] if "timestamp(" in q]
-    assert len(startup) == 2 and all('pod="overloaded-7d9f-2"' in q for q in startup)
-    assert not [q for q in sent[("shop", "idle")] if "timestamp(" in q]
+    svc = service if path == "recorded" else raw_service
+    steps = from_prometheus.Steps("6h", "6m", at)
+    make = from_prometheus.recorded_batch if path == "recorded" else from_prometheus.raw_batch
+    first = len(make(from_prometheus.scope(None, None), steps))
+    headline = Headline("ttft", 0.99, 1.0)  # every deployment's: its TTFT SLO
+    then = len(from_prometheus.history_batch([], steps, [headline], path == "recorded"))
+    sent = {scope: _sent(svc, scope, at) for scope in SCOPES}
+    # The window figures in one batch whatever the scope (6 deployments or 1), then the
+    # per-step history of the deployments the HPA rules may scale, narrowed to them: none for
+    # the others.
+    assert len(sent[("shop", "kv-full")]) == first
+    for scope in SCOPES[:3]:
+        assert len(sent[scope]) == first + then, scope
+    history_ = sent[(None, None)][first:]
+    assert all(f'deployment=~"{"|".join(SCALABLE)}"' in q for q in history_)
+    assert len([q for q in history_ if "timestamp(" in q]) == 2
+    if path == "recorded":
+        # Raw series only for what no rule records: the engines' info and GPU memory totals.
+        raw = [q for q in sent[(None, None)][:first] if "deployment:" not in q]
+        assert all("llm_engine_info" in q or "llm_gpu_memory" in q for q in raw), raw
     # SLO status: queries per kind of SLO and window, whatever the deployments.
-    raw = [s for s in service.specs if s.name not in history.RECORDED]
-    sent = []
-    for specs in (raw[:2], raw):
-        one = SLOService(specs, service.prometheus)
-        before = service.prometheus.count
+    specs = [s for s in svc.specs if s.name not in history.RECORDED]
+    counts = []
+    for some in (specs[:2], specs):
+        one = SLOService(some, svc.prometheus, svc.config)
+        before = svc.prometheus.count
         one.statuses(at=at)
-        sent.append(service.prometheus.count - before)
-    assert sent[0] == sent[1]
+        counts.append(svc.prometheus.count - before)
+    assert counts[0] == counts[1]
 
 
 # ---- the API --------------------------------------------------------------------------------
