@@ -58,6 +58,7 @@ def build_service(settings: Settings) -> tuple[SLOService, str]:
         window=settings.window,
         timeout=settings.timeout,
         keda_prometheus_url=settings.keda_prometheus_url,
+        recording_rules=settings.recording_rules,
     )
     return SLOService(specs, prom, config, reader, note), note
 

@@ -304,11 +304,13 @@ def advise(
                 progress=not as_json and sys.stderr.isatty(),
             )
         else:
+            from inferwatch.slo.service import DEFAULT_WINDOW
+
             items = advise_cli.from_prometheus(
                 prometheus,
                 namespace=namespace,
                 deployment=deployment,
-                window=window or "6h",
+                window=window or DEFAULT_WINDOW,
                 config_paths=config,
                 kubernetes=kubernetes,
                 kubeconfig=kubeconfig,

@@ -7,12 +7,11 @@ with the fleet; a recommendation's evidence shows the same expression with one d
 matchers, which returns the same value for that deployment.
 
 Each figure has two forms. `recorded=False` reads the raw series of the normalized schema;
-`recorded=True` reads what the generated recording rules record (`alerts/recording.py`):
-counter increases and histogram buckets over the window are summed from the per-model 5m rates
-taken every 5 minutes (`sum_over_time(model:...:rate5m[6h:5m]) * 300`: consecutive 5m rates
-tile the window, whatever the rules' evaluation interval), and the gauges are the recorded
-per-deployment series, which the rules compute with the expressions `gauge()` and
-`pods_serving()` build here, so both forms agree.
+`recorded=True` reads what the generated recording rules record (`alerts/recording.py`): the
+per-deployment series of each gauge, which the rules compute with the expressions `gauge()`
+and `pods_serving()` build here, the per-model 5m rates, and the advisor's window figures
+(increases over its default window, which the rules sum from the 5m rates taken 5 minutes
+apart: `increase_from_rates`). The rules' expressions come from here, so both forms agree.
 
     >>> gauge("kv_cache_usage", ["namespace", "deployment"], [promql.eq("namespace", "llm")])
     'max by (namespace, deployment) (llm_kv_cache_usage_ratio{namespace="llm"})'

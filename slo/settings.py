@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     prometheus_bearer_token: SecretStr | None = Field(
         None, description="Bearer token sent to Prometheus."
     )
+    recording_rules: bool = Field(
+        True,
+        description="Read inferwatch's recorded series where Prometheus has them; false: raw "
+        "series only.",
+    )
 
     @field_validator("window")
     @classmethod
