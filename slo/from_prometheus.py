@@ -14,8 +14,9 @@ those with `llm_engine_info` within the window. The figures come in at most thre
    rules' selector, say): instant queries over the window (counter and bucket increases) and
    one range query per gauge, whose mean/p95/max the service computes itself.
 3. **History**, only for the deployments the HPA rules may scale (`rules_hpa.needs_history`):
-   per step, replicas, load, queue per pod and the headline latency (the relation the HPA
-   advice fits), and the first samples of their pods (start-up time). A healthy fleet skips it.
+   the first samples of their pods (start-up time) and, for those they may scale out, per
+   step, replicas, load, queue per pod and the headline latency (the relation the HPA advice
+   fits). A healthy fleet skips it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from inferwatch.slo.figures import (
     parse_le,
 )
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
-from inferwatch.slo.rules_hpa import needs_history
+from inferwatch.slo.rules_hpa import needs_history, needs_series
 
 STEPS = 60  # points per range query
 MIN_STEP_SECONDS = 30
@@ -353,20 +354,31 @@ def _ranges(series: Iterable[Sample | RangeSeries]) -> dict[Key, list[tuple[floa
 
 
 def history_batch(
-    matchers: Sequence[Matcher], steps: Steps, headlines: Iterable[Headline], recorded: bool
+    steps: Steps,
+    startup: Sequence[Matcher],
+    series: Mapping[bool, tuple[Sequence[Matcher], Iterable[Headline]]],
 ) -> dict[str, Query]:
-    by, at = GROUP, steps.at
-    rate_w = c.RATE_WINDOW if recorded else rate_window(steps.step)
+    """The pods' first samples (`startup`: the deployments the HPA rules may scale), and the
+    per-step relation series of those they may scale out, read from recorded series or raw
+    ones (`series`: recorded? -> the matchers narrowed to them, their headline latencies)."""
+    by, at, window = GROUP, steps.at, steps.window
     out = {
-        "replicas": steps.range(queries.pods_serving(by, matchers, recorded)),
-        "request_rate": steps.range(queries.request_rate(rate_w, by, matchers, recorded)),
-        "waiting": steps.range(queries.gauge("requests_waiting", by, matchers, recorded)),
-        "seen": Query(queries.first_seen(steps.window, RESOLUTION, by, matchers, up=False), at),
-        "up": Query(queries.first_seen(steps.window, RESOLUTION, by, matchers, up=True), at),
+        "seen": Query(queries.first_seen(window, RESOLUTION, by, startup, up=False), at),
+        "up": Query(queries.first_seen(window, RESOLUTION, by, startup, up=True), at),
     }
-    for h in sorted(set(headlines), key=lambda h: (h.histogram, h.quantile)):
-        expr = queries.quantile(h.histogram, h.quantile, rate_w, by, matchers, recorded)
-        out[_latency_key(h)] = steps.range(expr)
+    for recorded, (matchers, headlines) in series.items():
+        src = "recorded" if recorded else "raw"
+        rate_w = c.RATE_WINDOW if recorded else rate_window(steps.step)
+        out[f"{src}/replicas"] = steps.range(queries.pods_serving(by, matchers, recorded))
+        out[f"{src}/request_rate"] = steps.range(
+            queries.request_rate(rate_w, by, matchers, recorded)
+        )
+        out[f"{src}/waiting"] = steps.range(
+            queries.gauge("requests_waiting", by, matchers, recorded)
+        )
+        for h in sorted(set(headlines), key=lambda h: (h.histogram, h.quantile)):
+            expr = queries.quantile(h.histogram, h.quantile, rate_w, by, matchers, recorded)
+            out[f"{src}/{_latency_key(h)}"] = steps.range(expr)
     return out
 
 
@@ -382,26 +394,36 @@ def _history(
     wanted: Sequence[Key],
     deadline: Deadline,
 ) -> None:
-    """Per-step series and start-up times of the wanted deployments (one batch per source,
-    recorded or raw, that they were read from)."""
+    """Start-up times of the wanted deployments' pods, and the per-step series of those the
+    HPA rules may scale out, in one batch."""
     by_source: dict[bool, list[Key]] = defaultdict(list)
     for key in wanted:
-        by_source[figures[key].recorded].append(key)
+        if needs_series(figures[key]):
+            by_source[figures[key].recorded].append(key)
+    series = {
+        recorded: (narrowed(matchers, keys), [figures[k].headline for k in keys])
+        for recorded, keys in by_source.items()
+    }
+    results = prom.batch(
+        history_batch(steps, narrowed(matchers, wanted), series),  # type: ignore[arg-type]
+        deadline,
+    )
+    _startup(results["seen"], results["up"], figures, steps)  # type: ignore[arg-type]
     for recorded, keys in by_source.items():
-        headlines = {figures[k].headline for k in keys if figures[k].headline is not None}
-        batch = history_batch(narrowed(matchers, keys), steps, headlines, recorded)  # type: ignore[arg-type]
-        results = prom.batch(batch, deadline)
-        replicas, rates = _ranges(results["replicas"]), _ranges(results["request_rate"])
-        waiting = _ranges(results["waiting"])
-        latencies = {k: _ranges(v) for k, v in results.items() if k.startswith("latency/")}
+        src = "recorded" if recorded else "raw"
+        read = {
+            k.removeprefix(f"{src}/"): _ranges(v) for k, v in results.items() if k.startswith(src)
+        }
         for key in keys:
             fig = figures[key]
             h = fig.headline
-            latency = latencies[_latency_key(h)].get(key, []) if h else []
+            latency = read[_latency_key(h)].get(key, []) if h else []
             fig.series = _points(
-                replicas.get(key, []), rates.get(key, []), waiting.get(key, []), latency
+                read["replicas"].get(key, []),
+                read["request_rate"].get(key, []),
+                read["waiting"].get(key, []),
+                latency,
             )
-        _startup(results["seen"], results["up"], figures, steps)  # type: ignore[arg-type]
 
 
 def _startup(

@@ -138,13 +138,18 @@ def _direction(fig: Figures) -> Literal["out", "in"] | None:
 
 
 def needs_history(fig: Figures) -> bool:
-    """Whether the HPA rules will read this deployment's per-step history (`fig.series`) and
-    its pods' start-up: only when they may recommend scaling it. The SLO service fetches them
-    for those deployments alone, so a healthy fleet costs no per-step data."""
+    """Whether the HPA rules may recommend scaling this deployment, and so read its pods'
+    start-up time (and, scaling out, its per-step history: `needs_series`). The SLO service
+    fetches those for these deployments alone, so a healthy fleet costs no per-step data."""
     direction = _direction(fig)
     if direction == "in":
         return fig.replicas is not None and round(fig.replicas.min) >= 2
     return direction == "out"
+
+
+def needs_series(fig: Figures) -> bool:
+    """Whether the HPA rules will fit this deployment's per-step history: when scaling out."""
+    return _direction(fig) == "out"
 
 
 def hpa(x: Inputs, out: Outcome) -> None:

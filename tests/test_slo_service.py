@@ -388,9 +388,11 @@ def test_every_direct_evidence_query_returns_the_value_it_shows(
 
 SCOPES = ((None, None), ("shop", None), ("shop", "idle"), ("shop", "kv-full"))
 # The deployments the HPA rules may scale: overloaded and queued miss their TTFT target while
-# requests queue; idle's and steady-chat's pods have empty queues (would fewer do?). kv-full
-# keeps half a request waiting: neither.
+# requests queue (out: their per-step history is read); idle's and steady-chat's pods have
+# empty queues (would fewer do? their pods' start-up is read). kv-full keeps half a request
+# waiting: neither.
 SCALABLE = ("idle", "overloaded", "queued", "steady-chat")
+SCALE_OUT = ("overloaded", "queued")
 
 
 def _sent(service: SLOService, scope: tuple[str | None, str | None], at: float) -> list[str]:
@@ -410,17 +412,21 @@ def test_the_number_of_queries_does_not_grow_with_deployments(
     make = from_prometheus.recorded_batch if path == "recorded" else from_prometheus.raw_batch
     first = len(make(from_prometheus.scope(None, None), steps))
     headline = Headline("ttft", 0.99, 1.0)  # every deployment's: its TTFT SLO
-    then = len(from_prometheus.history_batch([], steps, [headline], path == "recorded"))
+    series = {path == "recorded": ([], [headline])}
+    startup = len(from_prometheus.history_batch(steps, [], {}))
+    then = len(from_prometheus.history_batch(steps, [], series))
     sent = {scope: _sent(svc, scope, at) for scope in SCOPES}
     # The window figures in one batch whatever the scope (6 deployments or 1), then the
-    # per-step history of the deployments the HPA rules may scale, narrowed to them: none for
-    # the others.
+    # history of the deployments the HPA rules may scale, narrowed to them: their pods' start-up
+    # and, for those that may scale out, the per-step series. None for the others.
     assert len(sent[("shop", "kv-full")]) == first
-    for scope in SCOPES[:3]:
-        assert len(sent[scope]) == first + then, scope
+    assert len(sent[("shop", "idle")]) == first + startup
+    assert len(sent[(None, None)]) == len(sent[("shop", None)]) == first + then
     history_ = sent[(None, None)][first:]
-    assert all(f'deployment=~"{"|".join(SCALABLE)}"' in q for q in history_)
-    assert len([q for q in history_ if "timestamp(" in q]) == 2
+    for q in history_:
+        narrowed = SCALABLE if "timestamp(" in q else SCALE_OUT
+        assert f'deployment=~"{"|".join(narrowed)}"' in q, q
+    assert len([q for q in history_ if "timestamp(" in q]) == startup == 2
     if path == "recorded":
         # Raw series only for what no rule records: the engines' info and GPU memory totals.
         raw = [q for q in sent[(None, None)][:first] if "deployment:" not in q]
