@@ -2,17 +2,25 @@
 
 Each function returns readable PromQL text; label values go through `promql`, metric names
 come from the schema.
+
+A family the sidecar's proxy mode also measures is read through `one_source`: the engine's own
+series (`source!="proxy"`), plus the proxy's (`source="proxy"`) for the engines that have no
+other (Ollama), so a request counted by an engine and by a proxy in front of it counts once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from inferwatch import schema
 from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
+from inferwatch.exporters import registry
 
 Matchers = Sequence[Matcher | str]
+ENGINE_SIDE = Matcher(schema.SOURCE_LABEL, "!=", schema.PROXY_SOURCE)
+PROXY_SIDE = Matcher(schema.SOURCE_LABEL, "=", schema.PROXY_SOURCE)
+_SAMPLES: dict[str, schema.Family] = {n: f for f in schema.FAMILIES for n in f.sample_names}
 
 
 def by(labels: Sequence[str]) -> str:
@@ -28,13 +36,33 @@ def metric(family: str, suffix: str = "") -> str:
     return name
 
 
+def one_source(
+    sample: str, matchers: Sequence[Matcher | str], read: Callable[[str], str] = str
+) -> str:
+    """`read(selector)` of a schema sample (`llm_prompt_tokens_total`, `..._bucket`), each
+    request counted once: for a family the proxy measures, `read` of the engine-side series
+    `or` of the proxy's series of the engines that have no other (their label sets differ by
+    `source`, so `or` keeps both)."""
+    fam = _SAMPLES.get(sample)
+    if fam is None:
+        raise ValueError(f"{sample} is not a sample of the normalized schema")
+    if fam not in schema.PROXY_FAMILIES:
+        return read(promql.series(sample, *matchers))
+    own = read(promql.series(sample, *matchers, ENGINE_SIDE))
+    engines = registry.proxy_only(fam.name)
+    if not engines:
+        return own
+    proxied = read(promql.series(sample, *matchers, PROXY_SIDE, promql.one_of("engine", engines)))
+    return f"{own} or {proxied}"
+
+
 def rate_sum(
     family: str, labels: Sequence[str], window: str, *matchers: Matcher | str, suffix: str = ""
 ) -> str:
     """`sum by (labels) (rate(family{matchers}[window]))`."""
     promql.validate_duration(window)
-    selection = promql.series(metric(family, suffix), *matchers)
-    return f"sum {by(labels)} (rate({selection}[{window}]))"
+    rates = one_source(metric(family, suffix), matchers, lambda sel: f"rate({sel}[{window}])")
+    return f"sum {by(labels)} ({rates})"
 
 
 def reasons_matcher(reasons: Sequence[str]) -> Matcher:

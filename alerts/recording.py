@@ -25,7 +25,7 @@ W = c.RATE_WINDOW
 
 
 def _gauge(level_labels: tuple[str, ...], op: str, family: str, selector: str) -> str:
-    return f"{op} {q.by(level_labels)} ({promql.series(schema.family(family).name, selector)})"
+    return f"{op} {q.by(level_labels)} ({q.one_source(schema.family(family).name, [selector])})"
 
 
 def model_group(config: AlertConfig) -> Group:

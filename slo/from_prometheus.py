@@ -56,11 +56,6 @@ def step_for(window: str) -> str:
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
-def rate_window(step: str) -> str:
-    """Per-step rates cover at least the recording rules' 5m, and never skip data."""
-    return step if promql.seconds(step) > promql.seconds(c.RATE_WINDOW) else c.RATE_WINDOW
-
-
 def scope(namespace: str | None, deployment: str | None) -> list[Matcher]:
     """The matchers narrowing a batch: nothing, one namespace, or one deployment."""
     out = [promql.Matcher("deployment", "!=", "")]
@@ -368,7 +363,7 @@ def history_batch(
     }
     for recorded, (matchers, headlines) in series.items():
         src = "recorded" if recorded else "raw"
-        rate_w = c.RATE_WINDOW if recorded else rate_window(steps.step)
+        rate_w = queries.step_rate_window(steps.step, recorded)
         out[f"{src}/replicas"] = steps.range(queries.pods_serving(by, matchers, recorded))
         out[f"{src}/request_rate"] = steps.range(
             queries.request_rate(rate_w, by, matchers, recorded)

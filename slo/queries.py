@@ -28,6 +28,7 @@ from inferwatch.alerts import conventions as c
 from inferwatch.alerts import promql
 from inferwatch.alerts import queries as q
 from inferwatch.alerts.promql import Matcher
+from inferwatch.alerts.queries import one_source
 
 Labels = Sequence[str]
 Matchers = Sequence[Matcher | str]  # text: matchers from a config (the rules' selector)
@@ -105,7 +106,8 @@ def increase(
     if recorded:
         _per_deployment(labels, window)
         return _sel(increase_series(key), matchers)
-    return _agg("sum", labels, f"increase({_sel(family, matchers)}[{window}])", *extra)
+    body = one_source(family, matchers, lambda sel: f"increase({sel}[{window}])")
+    return _agg("sum", labels, body, *extra)
 
 
 def increase_from_rates(key: str, window: str, labels: Labels, matchers: Matchers) -> str:
@@ -152,8 +154,8 @@ def quantile(
     elif recorded:
         rates = buckets(name, window, labels, matchers, recorded=True)
     else:
-        series = _sel(HISTOGRAMS[name] + "_bucket", matchers)
-        rates = _agg("sum", labels, f"rate({series}[{window}])", "engine", "le")
+        body = one_source(HISTOGRAMS[name] + "_bucket", matchers, lambda s: f"rate({s}[{window}])")
+        rates = _agg("sum", labels, body, "engine", "le")
     return f"histogram_quantile({promql.number(q)}, {rates})"
 
 
@@ -204,7 +206,7 @@ def gauge(name: str, labels: Labels, matchers: Matchers, recorded: bool = False)
         free = _sel(schema.family("llm_gpu_memory_free_bytes").name, matchers)
         return _agg("min", labels, f"{free} / ({used} + {free})")
     across, family, within = _GAUGES[name]
-    body = _sel(schema.family(family).name, matchers)
+    body = one_source(schema.family(family).name, matchers)
     if within is not None:
         body = _agg(within, labels, body, "pod")
     return _agg(across, labels, body)
@@ -231,6 +233,14 @@ def request_rate(
     if recorded:
         return _agg("sum", labels, _sel(c.MODEL_REQUESTS_FINISHED_RATE, matchers))
     return q.rate_sum(FINISHED, list(labels), rate_window, *matchers)
+
+
+def step_rate_window(step: str, recorded: bool) -> str:
+    """The window of per-step rates: the recording rules' 5m; from raw series, the step when
+    longer, so that the steps' rates never skip data."""
+    if recorded or promql.seconds(step) <= promql.seconds(c.RATE_WINDOW):
+        return c.RATE_WINDOW
+    return step
 
 
 def stat_over_time(stat: str, expr: str, window: str, step: str) -> str:

@@ -217,7 +217,12 @@ class _Plan:
                     f"{_describe(h)} seconds per waiting request per pod (fitted slope)",
                     self.fit.slope,
                     queries.quantile(
-                        h.histogram, h.quantile, "5m", GROUP, self.matchers, fig.recorded
+                        h.histogram,
+                        h.quantile,
+                        queries.step_rate_window(fig.step, fig.recorded),
+                        GROUP,
+                        self.matchers,
+                        fig.recorded,
                     ),
                     f"least squares over {self.fit.n} steps of {fig.step} against the queue "
                     f"per pod: latency = {self.fit.intercept:.3f} s + {self.fit.slope:.4f} s "

@@ -315,8 +315,12 @@ def test_recorded_and_raw_series_give_the_same_advice(
         for r, q in zip(a.recommendations, b.recommendations, strict=True):
             assert [e.name for e in r.evidence] == [e.name for e in q.evidence]
             for e, f in zip(r.evidence, q.evidence, strict=True):
+                # A relation fitted over the steps reads 5m rates from the rules but rates
+                # over the whole step (6m) from raw series: close, not equal, where the load
+                # changes within a step.
+                rel = 0.1 if "fitted" in e.name else 1e-3
                 if isinstance(e.value, float):
-                    assert e.value == pytest.approx(f.value, rel=1e-3), (name, e.name)
+                    assert e.value == pytest.approx(f.value, rel=rel), (name, e.name)
                 else:
                     assert e.value == f.value, (name, e.name)
         for gauge, stats in a.figures["gauges"].items():
