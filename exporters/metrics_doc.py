@@ -120,7 +120,8 @@ def _proxy_section() -> list[str]:
         "all); one that sums them over a pod with both, without a "
         f"`{schema.SOURCE_LABEL}` matcher, counts its requests twice. The dashboards' queries "
         "are written so (`dashboards/promql.py`; their lint refuses a selector of these "
-        "families without the matcher). The proxy's series of an engine with /metrics stay "
+        "families without the matcher), and so are the recording rules, the SLO rules and "
+        "the SLO service's queries (`alerts/queries.py`, `one_source`). The proxy's series of an engine with /metrics stay "
         "available for a client-side view: they include the time spent in the network and in "
         "the proxy.",
         "",

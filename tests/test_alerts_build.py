@@ -329,3 +329,18 @@ def test_free_text_in_an_slo_description_is_printed_never_evaluated(tmp_path: Pa
         )
     )
     promtool.test_rules(test)
+
+
+def test_every_rule_reads_the_proxy_measured_families_once(files: dict[str, str]) -> None:
+    """A family the proxy mode also measures, summed without a `source` matcher, counts the
+    requests of an engine with a proxy in front of it twice."""
+    names = "|".join(n for f in schema.PROXY_FAMILIES for n in f.sample_names)
+    selection = re.compile(rf"(?<![\w:])({names})(\{{[^}}]*\}})?")
+    checked = 0
+    for path, text in files.items():
+        for group in yaml.safe_load(text).get("groups", []) if path.endswith(".yaml") else []:
+            for rule in group["rules"]:
+                for m in selection.finditer(str(rule["expr"])):
+                    checked += 1
+                    assert m.group(2) and "source" in m.group(2), (path, rule, m.group(0))
+    assert checked > 20  # the model rules, the histograms' bucket rates, the SLO rules
