@@ -1,31 +1,10 @@
 """The proxy mode: forward an engine's API unchanged and measure the requests passing through.
 
 `inferwatch exporter --proxy --upstream http://127.0.0.1:11434 --listen 0.0.0.0:9450` serves
-every path except its own `/metrics`, `/healthz` and `/readyz` by forwarding it to the upstream:
-same method, path, query, headers and body; the upstream's status, headers and body come back
-byte for byte, streamed chunk by chunk (each write waits for the client to drain, so a slow
-client holds back the upstream instead of filling memory). Generation requests, Ollama's
-`POST /api/generate` and `/api/chat` and the OpenAI-compatible `POST /v1/chat/completions` and
-`/v1/completions`, are measured on the way:
-
-- time to first token: from the request's arrival to the first streamed chunk carrying
-  content (text, thinking or a tool call);
-- inter-token latency: between consecutive content chunks (one chunk is one token for Ollama
-  and for OpenAI-compatible servers, which send one delta per token);
-- time per output token: (last content chunk - first) / (output tokens - 1), per request;
-- end-to-end duration, prompt and generated tokens (Ollama's `prompt_eval_count` and
-  `eval_count`, or OpenAI `usage`), and the outcome: Ollama's `done_reason` or OpenAI's
-  `finish_reason` (`stop`, `length`; tool calls and content filters count as `stop`), `abort`
-  when the client disconnects before the end, `error` for an upstream answer of HTTP 400 or
-  more, an error inside the stream, a stream that ends without its final chunk, or an
-  upstream that cannot be reached (the client then gets a 502 saying so).
-
-The figures are written in the proxy's own names and normalized through a table like any
-engine's (`adapter_for`), with `source="proxy"` on every series: a proxied engine that also
-has its own /metrics (vLLM behind the proxy) then keeps both, engine-side and client-side,
-and queries select one with `source` (absent on engine-side series) instead of counting
-each request twice. Histograms use fixed boundaries, vLLM V1's defaults (`BUCKETS`), so the
-same SLO thresholds hold for both.
+every path except its own `/metrics`, `/healthz` and `/readyz` by forwarding it to the upstream,
+byte for byte and streamed; each write waits for the client to drain, so a slow client holds
+back the upstream instead of filling memory. Generation requests feed a `measure.Watch`:
+what is measured, and how it is normalized, is `measure.py`'s docstring.
 """
 
 from __future__ import annotations
