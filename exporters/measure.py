@@ -101,7 +101,9 @@ _REASONS = {
 _NOT_GENERATION = frozenset(("load", "unload"))
 
 
-class _Histogram:
+class BucketCounts:
+    """Observations per bucket, not cumulative (the last: above every bound), and their sum."""
+
     __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]):
@@ -122,8 +124,8 @@ class _Histogram:
 class _Model:
     """Everything the proxy measured for one model."""
 
-    histograms: dict[str, _Histogram] = field(
-        default_factory=lambda: {name: _Histogram(b) for name, b in BUCKETS.items()}
+    histograms: dict[str, BucketCounts] = field(
+        default_factory=lambda: {name: BucketCounts(b) for name, b in BUCKETS.items()}
     )
     finished: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0

@@ -121,9 +121,9 @@ def _proxy_section() -> list[str]:
         f"`{schema.SOURCE_LABEL}` matcher, counts its requests twice. The dashboards' queries "
         "are written so (`dashboards/promql.py`; their lint refuses a selector of these "
         "families without the matcher), and so are the recording rules, the SLO rules and "
-        "the SLO service's queries (`alerts/queries.py`, `one_source`). The proxy's series of an engine with /metrics stay "
-        "available for a client-side view: they include the time spent in the network and in "
-        "the proxy.",
+        "the SLO service's queries (`alerts/queries.py`, `one_source`). The proxy's series of "
+        "an engine with /metrics stay available for a client-side view: they include the "
+        "time spent in the network and in the proxy.",
         "",
     ]
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from inferwatch.exporters.measure import BucketCounts
 from inferwatch.simulators.model import REFUSED_VALIDATION, Observer, Request, Simulation, Step
 
 VERSION = "2.52.0"
@@ -98,22 +99,7 @@ def _labels(**labels: str) -> str:
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
 
 
-class _Histogram:
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
-
+class _Histogram(BucketCounts):
     def samples(self, name: str, labels: dict[str, str]) -> list[str]:
         base = _labels(**labels)
         out, total = [], 0
