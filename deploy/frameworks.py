@@ -64,6 +64,18 @@ def _completion(model: str | None = SERVED_MODEL) -> dict[str, object]:
     return body
 
 
+# Triton's HTTP, gRPC and metrics ports, its GPU metrics and the first-response (TTFT)
+# histogram, and readiness only once every model in the repository is loaded.
+TRITON_ARGS = (
+    "--http-port=8000",
+    "--grpc-port=8001",
+    "--metrics-port=8002",
+    "--allow-metrics=true",
+    "--allow-gpu-metrics=true",
+    "--metrics-config=histogram_latencies=true",
+    "--strict-readiness=true",
+)
+
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in (
@@ -169,14 +181,7 @@ FRAMEWORKS: dict[str, Framework] = {
             command=("tritonserver",),
             args=(
                 f"--model-repository={MODEL_MOUNT}/trtllm/llama-3.1-8b-instruct",
-                "--http-port=8000",
-                "--grpc-port=8001",
-                "--metrics-port=8002",
-                "--allow-metrics=true",
-                "--allow-gpu-metrics=true",
-                # Adds the first-response (TTFT) histogram to Triton's metrics.
-                "--metrics-config=histogram_latencies=true",
-                "--strict-readiness=true",
+                *TRITON_ARGS,
             ),
             extra_ports=(("grpc", 8001), ("metrics", 8002)),
             health_path="/v2/health/ready",
@@ -198,14 +203,7 @@ FRAMEWORKS: dict[str, Framework] = {
             command=("tritonserver",),
             args=(
                 f"--model-repository={MODEL_MOUNT}/triton",
-                "--http-port=8000",
-                "--grpc-port=8001",
-                "--metrics-port=8002",
-                "--allow-metrics=true",
-                "--allow-gpu-metrics=true",
-                "--metrics-config=histogram_latencies=true",
-                # Ready only when every model in the repository is loaded.
-                "--strict-readiness=true",
+                *TRITON_ARGS,
             ),
             extra_ports=(("grpc", 8001), ("metrics", 8002)),
             health_path="/v2/health/ready",
