@@ -30,6 +30,10 @@ CRD_FILES = {
     "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "Certificate": "cert-manager.io_certificates.yaml",
+    "VirtualService": "networking.istio.io_virtualservices.yaml",
+    "ApisixRoute": "apisix.apache.org_apisixroutes.yaml",
+    "AnalysisTemplate": "argoproj.io_analysistemplates.yaml",
+    "MetricTemplate": "flagger.app_metrictemplates.yaml",
 }
 KSERVE_FILE = "serving.kserve.io_inferenceservices.yaml"
 K8S_ID = "https://kubernetes.io/api/_definitions.json"
@@ -126,6 +130,10 @@ def _crd_validator(kind: str, api_version: str, k8s_version: str) -> jsonschema.
     if version not in versions:
         raise AssertionError(f"{kind}: the CRD serves {sorted(versions)}, not {version}")
     schema = openapi_to_jsonschema(versions[version]["schema"]["openAPIV3Schema"])
+    # Kubernetes accepts apiVersion and kind on every object, listed in the schema (Istio's
+    # are not) or not.
+    typed = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}
+    schema["properties"] = {**typed, **schema["properties"]}
     schema["properties"]["metadata"] = {"$ref": META}
     return jsonschema.Draft202012Validator(schema, registry=_k8s_registry(k8s_version))
 
