@@ -172,9 +172,9 @@ def finished_requests(window: str, *matchers: Matcher) -> str:
 
 
 def _argo_variant(arg: str) -> tuple[Matcher, Matcher]:
-    return promql.eq("namespace", "{{args.namespace}}"), promql.eq(
-        "deployment", f"{{{{args.{arg}}}}}"
-    )
+    """The selector of the variant whose `deployment` label Argo passes as `arg`."""
+    deployment = "{{args." + arg + "}}"
+    return promql.eq("namespace", "{{args.namespace}}"), promql.eq("deployment", deployment)
 
 
 def argo_queries() -> dict[str, str]:
@@ -189,27 +189,23 @@ def argo_queries() -> dict[str, str]:
     return out
 
 
-def _within(arg: str) -> tuple[str, str]:
-    """(success, failure) for `result[0] <= arg`: an empty result (no traffic) or NaN is
-    neither, so the measurement is inconclusive and the rollout holds."""
-    value = f"{{{{args.{arg}}}}}"
-    return (
-        f"len(result) > 0 && result[0] <= {value}",
-        f"len(result) > 0 && result[0] > {value}",
+def _conditions(metric: str) -> tuple[str, str]:
+    """(successCondition, failureCondition). Where a result is empty (no traffic) or NaN,
+    neither holds: the measurement is inconclusive and the rollout holds, never rolls back."""
+    if metric == "candidate-requests":
+        # Too few requests is never a failure, only not yet enough evidence.
+        return "len(result) > 0 && result[0] >= {{args.min-requests}}", "false"
+    limit = (
+        "{{args." + ("max-error-ratio" if metric == "error-ratio" else "max-latency-ratio") + "}}"
     )
+    return f"len(result) > 0 && result[0] <= {limit}", f"len(result) > 0 && result[0] > {limit}"
 
 
 def analysis_template() -> dict[str, Any]:
     """Argo Rollouts: the candidate against the baseline, both selected by `deployment`."""
-    texts = argo_queries()
-    limits = {"candidate-requests": None, "error-ratio": "max-error-ratio"}
     metrics = []
-    for name, query in texts.items():
-        if name == "candidate-requests":
-            # Too few requests is never a failure, only not yet enough evidence.
-            success, failure = "len(result) > 0 && result[0] >= {{args.min-requests}}", "false"
-        else:
-            success, failure = _within(limits.get(name) or "max-latency-ratio")
+    for name, query in argo_queries().items():
+        success, failure = _conditions(name)
         metrics.append(
             {
                 "name": name,
