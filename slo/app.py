@@ -5,6 +5,8 @@
     GET  /v1/recommendations        advice per deployment (?namespace= &deployment=)
     POST /v1/advice                 advice from a snapshot of figures (no Prometheus)
     POST /v1/plan                   the capacity planner
+    GET  /v1/compare                a canary comparison of two deployments (?baseline=NS/NAME
+                                    &candidate=NS/NAME&window=1h): promote, hold or rollback
     GET  /healthz  /readyz          liveness; readiness = Prometheus answers
     GET  /metrics                   the service's own metrics
     GET  /                          the HTML page: SLOs, burn, recommendations and patches
@@ -26,7 +28,14 @@ from fastapi.responses import JSONResponse
 
 from inferwatch import __version__
 from inferwatch.alerts.promql import UnsafeName
-from inferwatch.slo import routes_advice, routes_ops, routes_page, routes_plan, routes_slos
+from inferwatch.slo import (
+    routes_advice,
+    routes_compare,
+    routes_ops,
+    routes_page,
+    routes_plan,
+    routes_slos,
+)
 from inferwatch.slo.prom import Prometheus, PrometheusUnavailable, QueryRefused
 from inferwatch.slo.service import NotFound, ServiceConfig, SLOService
 from inferwatch.slo.settings import Settings
@@ -83,6 +92,7 @@ def create_app(settings: Settings, service: SLOService | None = None) -> FastAPI
     app.include_router(routes_slos.router)
     app.include_router(routes_advice.router)
     app.include_router(routes_plan.router)
+    app.include_router(routes_compare.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_page.router)
     _errors(app)

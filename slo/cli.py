@@ -321,6 +321,9 @@ def advise(
 
 
 def register(app: typer.Typer) -> None:
+    from inferwatch.slo.compare_command import compare
+
     app.command("plan")(plan)
     app.add_typer(slo_app, name="slo")
     app.command("advise")(advise)
+    app.command("compare")(compare)
