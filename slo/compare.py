@@ -510,6 +510,28 @@ def share_above(buckets: Sequence[tuple[float, float]], value: float) -> float:
     return (total - previous) / total
 
 
+def tail_boundary(
+    buckets: Sequence[tuple[float, float]], finite: Sequence[float], q: float
+) -> float:
+    """The boundary whose share of slower requests the latency test compares: of the two
+    boundaries around the baseline's q-quantile, the one whose share above is closest to
+    1 - q (by ratio). A p95 low in a wide bucket is then tested at the bucket's lower boundary
+    (say 8% above it), not at the upper one with a fraction of a percent above it, which
+    barely moves and where the bucket's linear interpolation is least true. Chosen from the
+    baseline alone, so the choice never depends on the candidate's data."""
+    quantile = histogram_quantile(q, buckets)
+    if quantile is None:
+        return finite[-1]
+    upper = next((i for i, b in enumerate(finite) if b >= quantile), len(finite) - 1)
+    choices = [finite[i] for i in (upper - 1, upper) if 0 <= i < len(finite)]
+
+    def distance(b: float) -> float:
+        share = share_above(buckets, b)
+        return abs(math.log(share / (1 - q))) if share > 0 else math.inf
+
+    return min(choices, key=distance)
+
+
 def tail_blocks(
     steps: Mapping[float, Mapping[str, Layout]], tail: float
 ) -> list[tuple[float, float]]:
@@ -567,8 +589,7 @@ def _latency(key: str, ctx: _Context) -> SLIResult:
     cb, cc = cumulative(hb, bounds), cumulative(hc, bounds)
     n1, n2 = cb[-1][1], cc[-1][1]
     qb, qc = histogram_quantile(q, cb), histogram_quantile(q, cc)
-    # The tail boundary: the first one at or above the baseline's quantile.
-    tail = next((b for b in finite if qb is not None and b >= qb), finite[-1])
+    tail = tail_boundary(cb, finite, q)
     blocks = (
         tail_blocks(ctx.baseline.step_histograms.get(key, {}), tail),
         tail_blocks(ctx.candidate.step_histograms.get(key, {}), tail),

@@ -22,22 +22,30 @@ _MAX_TERMS = 10_000
 
 
 def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1.
-
-    The continued fraction of I_x(a, b) converges quickly for x < (a + 1) / (a + b + 2); above
-    that, I_x(a, b) = 1 - I_(1-x)(b, a) keeps it there. Evaluated by the modified Lentz method.
-    """
+    """The regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
     if a <= 0 or b <= 0:
         raise ValueError(f"betainc needs a, b > 0, got a={a}, b={b}")
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"betainc needs 0 <= x <= 1, got {x}")
-    if x == 0.0 or x == 1.0:
-        return x
+    return _betainc(a, b, x, 1.0 - x)
+
+
+def _betainc(a: float, b: float, x: float, y: float) -> float:
+    """I_x(a, b) with y = 1 - x given as computed by the caller (t_sf's x is 1 - t^2/(df+t^2):
+    computing y from x would lose its digits when x is close to 1).
+
+    The continued fraction of I_x(a, b) converges quickly for x < (a + 1) / (a + b + 2); above
+    that, I_x(a, b) = 1 - I_y(b, a) keeps it there. Evaluated by the modified Lentz method.
+    """
+    if x <= 0.0 or y >= 1.0:
+        return 0.0
+    if y <= 0.0 or x >= 1.0:
+        return 1.0
     if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - betainc(b, a, 1.0 - x)
+        return 1.0 - _betainc(b, a, y, x)
     log_front = (
         a * math.log(x)
-        + b * math.log1p(-x)
+        + b * math.log(y)
         - math.log(a)
         - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
     )
@@ -67,7 +75,7 @@ def t_sf(t: float, df: float) -> float:
         raise ValueError(f"Student's t needs df > 0, got {df}")
     if math.isinf(t):
         return 0.0 if t > 0 else 1.0
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t), t * t / (df + t * t))
     return tail if t >= 0 else 1.0 - tail
 
 
