@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
@@ -39,16 +40,43 @@ from inferwatch.slo.compare import (
     validate_window,
 )
 from inferwatch.slo.figures import parse_le
-from inferwatch.slo.from_prometheus import Steps
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
 from inferwatch.slo.service import NotFound
 
 STEPS = 60  # per-step figures: at most this many steps over the window
 SCRAPES_PER_STEP = 4  # each step's rate reads about this many scrapes
 DEFAULT_INTERVAL = 15.0  # seconds, when the scrape interval cannot be read
+PROBE = "5m"  # the scrape interval is read over the last 5 minutes
 LOOKBACK = "7d"  # how far back a deployment missing from the window is looked for
 
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The times of per-step figures: the multiples of the step within the window, which are
+    the points a subquery `[window:step]` evaluated at `at` reads, so the evidence's
+    `sum_over_time((...)[75s:5s])` sums the same steps (the window need not be a multiple of
+    the step)."""
+
+    window: str
+    step: str
+    at: float
+
+    @property
+    def seconds(self) -> float:
+        return float(promql.seconds(self.step))
+
+    @property
+    def end(self) -> float:
+        return math.floor(self.at / self.seconds) * self.seconds
+
+    @property
+    def start(self) -> float:
+        return math.ceil((self.at - promql.seconds(self.window)) / self.seconds) * self.seconds
+
+    def range(self, expr: str) -> Query:
+        return Query(expr, self.end, self.start, self.seconds)
 
 
 def both(refs: Sequence[Ref]) -> list[Matcher]:
@@ -64,7 +92,7 @@ def first_round(window: str, matchers: Sequence[Matcher], at: float) -> dict[str
     g = cq.GROUP
     out = {
         "info": Query(cq.engine_info(window, matchers), at),
-        "samples": Query(cq.samples_per_pod(window, g, matchers), at),
+        "samples": Query(cq.samples_per_pod(_probe(window), g, matchers), at),
         "finished": Query(cq.finished(window, g, matchers), at),
         "generation_tokens": Query(cq.counter("generation_tokens", window, g, matchers), at),
         "preemptions": Query(cq.counter("preemptions", window, g, matchers), at),
@@ -89,14 +117,19 @@ def second_round(steps: Steps, matchers: Sequence[Matcher]) -> dict[str, Query]:
     return out
 
 
+def _probe(window: str) -> str:
+    """Where the scrape interval is read: the last 5 minutes (or the window, if shorter)."""
+    return window if promql.seconds(window) < promql.seconds(PROBE) else PROBE
+
+
 def resolution(window: str, samples: Iterable[Sample]) -> str:
     """Per-step figures' resolution: the window in at most `STEPS` steps, each long enough for
     `SCRAPES_PER_STEP` scrapes."""
     counts = [s.value for s in samples if not math.isnan(s.value) and s.value > 0]
+    # The pod scraped most often tells the interval best: a pod younger than the probe has
+    # fewer samples because it was there for less of it, not because it is scraped less often.
+    interval = promql.seconds(_probe(window)) / max(counts) if counts else DEFAULT_INTERVAL
     seconds = promql.seconds(window)
-    # The pod scraped most often in the window tells the interval best (a younger pod has
-    # fewer samples because it was there for less of the window, not scraped less often).
-    interval = seconds / max(counts) if counts else DEFAULT_INTERVAL
     return duration_text(max(seconds / STEPS, SCRAPES_PER_STEP * interval, 1.0))
 
 

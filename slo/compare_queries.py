@@ -37,8 +37,8 @@ def _agg(op: str, labels: Labels, body: str) -> str:
 
 
 def samples_per_pod(window: str, labels: Labels, matchers: Matchers) -> str:
-    """How many times each pod's sidecar was scraped in the window (the fullest pod): the
-    window over it is the scrape interval, which sets the resolution of per-step figures."""
+    """How many times the most scraped pod's sidecar was scraped in the window: the window
+    over it is the scrape interval, which sets the resolution of per-step figures."""
     promql.validate_duration(window)
     up = promql.series(queries.UP, *matchers, promql.eq("source", queries.ENGINE_SOURCE))
     return _agg("max", labels, f"count_over_time({up}[{window}])")
