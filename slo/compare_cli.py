@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferwatch.slo.compare import (
+from inferwatch.slo.compare_models import (
     SLIS,
     CompareInputError,
     Comparison,

@@ -47,7 +47,7 @@ def compare(
             raise _fail(f"give {flag}")
     try:
         from inferwatch.slo import compare_cli
-        from inferwatch.slo.compare import CompareInputError
+        from inferwatch.slo.compare_models import CompareInputError
         from inferwatch.slo.prom import PrometheusUnavailable, QueryRefused
         from inferwatch.slo.service import NotFound
     except ImportError as exc:

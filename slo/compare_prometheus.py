@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
 from inferwatch.slo import compare_queries as cq
-from inferwatch.slo.compare import (
+from inferwatch.slo.compare import compare
+from inferwatch.slo.compare_models import (
     LATENCY,
     CompareInputError,
     Comparison,
@@ -35,7 +36,6 @@ from inferwatch.slo.compare import (
     Thresholds,
     Variant,
     Window,
-    compare,
     duration_text,
     validate_window,
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field
 
-from inferwatch.slo.compare import (
+from inferwatch.slo.compare_models import (
     DEFAULT_WINDOW,
     CompareInputError,
     Comparison,

@@ -17,20 +17,17 @@ from typer.testing import CliRunner
 from inferwatch.cli import app as cli_app
 from inferwatch.slo import compare_cli
 from inferwatch.slo.app import create_app
-from inferwatch.slo.compare import (
+from inferwatch.slo.compare import compare
+from inferwatch.slo.compare_latency import common_bounds, cumulative, share_above, tail_blocks
+from inferwatch.slo.compare_models import (
     CompareInputError,
     Layout,
     Ref,
     Thresholds,
     Variant,
     Window,
-    common_bounds,
-    compare,
-    cumulative,
     duration_text,
     parse_ref,
-    share_above,
-    tail_blocks,
     validate_window,
 )
 from inferwatch.slo.prom import Prometheus

@@ -40,7 +40,7 @@ from inferwatch.simulators.model import EngineConfig, LoadProfile, Observer, Pha
 from inferwatch.simulators.model import Workload as SimWorkload
 from inferwatch.slo import compare_prometheus
 from inferwatch.slo.app import create_app
-from inferwatch.slo.compare import Comparison, Ref, Thresholds
+from inferwatch.slo.compare_models import Comparison, Ref, Thresholds
 from inferwatch.slo.prom import Deadline, Prometheus
 from inferwatch.slo.service import ServiceConfig, SLOService
 from inferwatch.slo.settings import Settings
