@@ -188,12 +188,13 @@ def render_table(c: Comparison) -> str:
         r = c.slis.get(key)
         if r is None:
             continue
-        text = f"{key}: {r.reason}" + "".join(f" ({note})" for note in r.notes)
+        text = f"{key}: {r.reason}" + "".join(f"; {note}" for note in r.notes)
         lines.append(textwrap.fill(text, WIDTH, subsequent_indent="    "))
     for note in c.notes:
         lines.append(textwrap.fill(f"note: {note}", WIDTH, subsequent_indent="    "))
     lines.append("")
-    lines.append(textwrap.fill(f"{c.verdict.upper()}. {c.summary}", WIDTH))
+    lines.append(f"verdict: {c.verdict} (exit code {exit_code(c)})")
+    lines.append(textwrap.fill(c.summary, WIDTH))
     lines.append("(--json shows each figure's PromQL and the value it returned.)")
     return "\n".join(lines) + "\n"
 

@@ -180,7 +180,7 @@ def latency(key: str, ctx: Context) -> SLIResult:
         )
     change = f"{figure} {seconds_text(qb)} -> {seconds_text(qc)} ({relative_text(qb, qc)})"
     judged.reason = f"{change}; " + (
-        f"{judged.reason} (a {tolerance:.0%} slower candidate: {points(allowed)})"
+        f"{judged.reason}; a candidate {tolerance:.0%} slower would show {points(allowed)}"
         if judged.tested and allowed is not None and tolerance is not None
         else judged.reason
     )
@@ -198,21 +198,25 @@ def latency(key: str, ctx: Context) -> SLIResult:
             f"{key} {figure}",
             lambda v: cq.quantile(key, q, w, matchers[role_of(ctx, v)], common[role_of(ctx, v)]),
             lambda v: qb if v is ctx.baseline else qc,
+            "seconds",
         ),
         *ctx.evidence(
             f"{key} observations",
             lambda v: cq.observations(key, w, matchers[role_of(ctx, v)]),
             lambda v: n1 if v is ctx.baseline else n2,
+            "requests",
         ),
         *ctx.summed(
             f"{key} observations",
             lambda v: cq.observations(key, res, matchers[role_of(ctx, v)]),
             lambda v: ratio_part(out, v is ctx.baseline, "n"),
+            "requests",
         ),
         *ctx.summed(
             f"{key} observations above {tail:g} s",
             lambda v: cq.tail_count(key, res, matchers[role_of(ctx, v)], texts[role_of(ctx, v)]),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
+            "requests",
         ),
     ]
     return result(

@@ -101,16 +101,25 @@ class Context:
         return (("baseline", self.baseline), ("candidate", self.candidate))
 
     def evidence(
-        self, what: str, expr: Callable[[Variant], str], value: Callable[[Variant], float | None]
+        self,
+        what: str,
+        expr: Callable[[Variant], str],
+        value: Callable[[Variant], float | None],
+        unit: str,
     ) -> list[Evidence]:
+        """Each variant's figure: the PromQL that reads it at the comparison's time, the value."""
         w = self.window.window
         return [
-            Evidence(name=f"{role} {what} over {w}", promql=expr(v), value=value(v))
+            Evidence(name=f"{role} {what} over {w}", promql=expr(v), value=value(v), unit=unit)
             for role, v in self.variants()
         ]
 
     def summed(
-        self, what: str, expr: Callable[[Variant], str], value: Callable[[Variant], float | None]
+        self,
+        what: str,
+        expr: Callable[[Variant], str],
+        value: Callable[[Variant], float | None],
+        unit: str,
     ) -> list[Evidence]:
         """Evidence of a figure the tests read per step (`expr` over one step), summed."""
         w, res = self.window.window, self.window.resolution
@@ -118,6 +127,7 @@ class Context:
             f"{what}, per {res} step, summed",
             lambda v: cq.over_steps("sum", expr(v), w, res),
             value,
+            unit,
         )
 
 

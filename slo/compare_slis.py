@@ -66,21 +66,25 @@ def error_ratio(ctx: Context) -> SLIResult:
             "requests finished",
             lambda v: cq.requests_total(w, matchers[role_of(ctx, v)]),
             lambda v: v.requests,
+            "requests",
         ),
         *ctx.evidence(
             f"requests finished as {' or '.join(reasons)}",
             lambda v: cq.requests_total(w, matchers[role_of(ctx, v)], reasons),
             lambda v: errors[role_of(ctx, v)],
+            "requests",
         ),
         *ctx.summed(
             "requests finished",
             lambda v: cq.requests_total(res, matchers[role_of(ctx, v)]),
             lambda v: ratio_part(out, v is ctx.baseline, "n"),
+            "requests",
         ),
         *ctx.summed(
             f"requests finished as {' or '.join(reasons)}",
             lambda v: cq.requests_total(res, matchers[role_of(ctx, v)], reasons),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
+            "requests",
         ),
     ]
     return result(
@@ -136,11 +140,13 @@ def preemptions(ctx: Context) -> SLIResult:
             "preemptions",
             lambda v: cq.counter("preemptions", w, (), matchers[role_of(ctx, v)]),
             lambda v: v.counters.get("preemptions"),
+            "preemptions",
         ),
         *ctx.summed(
             "preemptions",
             lambda v: cq.counter("preemptions", res, (), matchers[role_of(ctx, v)]),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
+            "preemptions",
         ),
     ]
     return result(
@@ -174,11 +180,13 @@ def kv_cache(ctx: Context) -> SLIResult:
             "KV-cache usage mean",
             lambda v: cq.over_steps("mean", cq.kv_cache((), v.ref.matchers()), w, res),
             lambda v: stats[role_of(ctx, v)].mean,  # type: ignore[union-attr]
+            "ratio",
         ),
         *ctx.evidence(
             "KV-cache usage p95",
             lambda v: cq.over_steps("p95", cq.kv_cache((), v.ref.matchers()), w, res),
             lambda v: stats[role_of(ctx, v)].p95,  # type: ignore[union-attr]
+            "ratio",
         ),
     ]
     details: dict[str, float | str | None] = {
@@ -253,6 +261,7 @@ def tokens_per_gpu(ctx: Context) -> SLIResult:
         f"generated tokens/s per {per}, mean",
         lambda v: cq.over_steps("mean", cq.per_unit_rate(res, v.ref.matchers(), per), w, res),
         lambda v: stats[role_of(ctx, v)].mean,  # type: ignore[union-attr]
+        "tokens/s",
     )
     test, judged = _steps_test(values["baseline"], values["candidate"], ctx, lower=True)
     if judged is None and tolerance is None:

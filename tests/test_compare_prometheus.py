@@ -436,11 +436,11 @@ def _cli(fleet: Fleet, candidate: str, *extra: str) -> tuple[int, str, str]:
 def test_the_cli_exit_code_is_the_verdict(fleet: Fleet, tmp_path: Path) -> None:
     code, out, _err = _cli(fleet, "llm/chat-v2-slow")
     assert code == 1
-    assert "ROLLBACK. Roll back: time to first token" in out
+    assert "verdict: rollback (exit code 1)\nRoll back: time to first token" in out
     assert re.search(r"time to first token p95 +\d+(\.\d+)? ms +\d+(\.\d+)? ms +\+\d", out)
     code, out, _err = _cli(fleet, "llm/chat-v2-quiet")
     assert code == 3
-    assert "HOLD." in out
+    assert "verdict: hold (exit code 3)\nHold: not enough data" in out
     thresholds = tmp_path / "t.yaml"
     thresholds.write_text("".join(f"{k}: {v}\n" for k, v in EQUAL_ENOUGH.items()))
     code, out, _err = _cli(fleet, "llm/chat-v1b", "--thresholds", str(thresholds), "--json")
