@@ -160,7 +160,9 @@ def latency(key: str, ctx: Context) -> SLIResult:
     def describe(d: float) -> str:
         return f"{points(d)} of requests above {tail:g} s"
 
-    test_name = f"t-test on the share of requests above {tail:g} s, errors from {res} steps"
+    test_name = (
+        f"t-test on the share of requests above {tail:g} s (standard errors from {res} steps)"
+    )
     out = blocks_test(
         ctx,
         blocks,

@@ -53,8 +53,8 @@ def error_ratio(ctx: Context) -> SLIResult:
     blocks = (_error_blocks(ctx.baseline, reasons), _error_blocks(ctx.candidate, reasons))
     out = blocks_test(
         ctx, blocks, (n1, n2), st.binomial_floor, tolerance,
-        f"t-test on the share of requests finished as {' or '.join(reasons)}, errors from "
-        f"{res} steps",
+        f"t-test on the share of requests finished as {' or '.join(reasons)} (standard errors "
+        f"from {res} steps)",
         points,
     )  # fmt: skip
     judged = out.judged
@@ -128,7 +128,7 @@ def preemptions(ctx: Context) -> SLIResult:
     blocks = (_preemption_blocks(ctx.baseline), _preemption_blocks(ctx.candidate))
     out = blocks_test(
         ctx, blocks, (n1, n2), st.poisson_floor, tolerance,
-        f"t-test on preemptions per request, errors from {res} steps",
+        f"t-test on preemptions per request (standard errors from {res} steps)",
         lambda d: f"{d:+.3g} per request",
     )  # fmt: skip
     judged = out.judged

@@ -33,6 +33,7 @@ from inferwatch.slo.compare_models import (
 from inferwatch.slo.prom import Prometheus
 from inferwatch.slo.service import ServiceConfig, SLOService
 from inferwatch.slo.settings import Settings
+from tests.conftest import ROOT
 
 VLLM_TTFT = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
 TPOT = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
@@ -377,6 +378,25 @@ def test_bad_thresholds_are_refused_in_one_line(
         compare_cli.load_thresholds(path if content else None, sets)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ---- the docs ------------------------------------------------------------------------------------
+
+
+def test_the_docs_state_the_defaults_and_exit_codes_the_code_has() -> None:
+    text = (ROOT / "docs" / "compare.md").read_text()
+    documented: dict[str, str] = {}
+    for names, value in re.findall(
+        r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \| ([^|]+) \|", text, re.M
+    ):
+        for name in re.findall(r"`([a-z0-9_]+)`", names):
+            documented[name] = value.strip()
+    for name, value in Thresholds().model_dump().items():
+        assert name in documented, f"docs/compare.md has no row for {name}"
+        shown = documented[name]
+        assert (shown == "unset") if value is None else float(shown) == value, (name, shown)
+    assert "**0** promote, **1** rollback, **3** hold, **2** an error" in text
+    assert compare_cli.EXIT_CODES == {"promote": 0, "rollback": 1, "hold": 3}
 
 
 # ---- the CLI and the API without Prometheus -----------------------------------------------------
