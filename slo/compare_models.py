@@ -51,7 +51,7 @@ class Thresholds(BaseModel):
 
     significance: float = Field(
         0.05,
-        gt=0,
+        ge=1e-6,
         lt=0.5,
         allow_inf_nan=False,
         description="Family-wise chance of rolling back a candidate that is not worse; split "

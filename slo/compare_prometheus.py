@@ -125,7 +125,7 @@ def _probe(window: str) -> str:
 def resolution(window: str, samples: Iterable[Sample]) -> str:
     """Per-step figures' resolution: the window in at most `STEPS` steps, each long enough for
     `SCRAPES_PER_STEP` scrapes."""
-    counts = [s.value for s in samples if not math.isnan(s.value) and s.value > 0]
+    counts = [s.value for s in samples if math.isfinite(s.value) and s.value > 0]
     # The pod scraped most often tells the interval best: a pod younger than the probe has
     # fewer samples because it was there for less of it, not because it is scraped less often.
     interval = promql.seconds(_probe(window)) / max(counts) if counts else DEFAULT_INTERVAL
@@ -169,7 +169,7 @@ def read(
     for name in ("generation_tokens", "preemptions"):
         for s in first[name]:
             v = variants.get(_key(s.labels))
-            if v is not None and not math.isnan(s.value):
+            if v is not None and math.isfinite(s.value):
                 v.counters[name] = v.counters.get(name, 0.0) + s.value
     for key in LATENCY:
         _buckets(key, first[f"buckets/{key}"], variants)  # type: ignore[arg-type]
@@ -212,7 +212,7 @@ def _info(samples: Iterable[Sample], variants: dict[Key, Variant]) -> None:
 def _finished(samples: Iterable[Sample], variants: dict[Key, Variant]) -> None:
     for s in samples:
         v = variants.get(_key(s.labels))
-        if v is not None and not math.isnan(s.value):
+        if v is not None and math.isfinite(s.value):
             reason = s.labels.get("reason", "")
             v.finished[reason] = v.finished.get(reason, 0.0) + s.value
 
@@ -220,13 +220,14 @@ def _finished(samples: Iterable[Sample], variants: dict[Key, Variant]) -> None:
 def _points(
     series: Iterable[Sample | RangeSeries], variants: dict[Key, Variant]
 ) -> Iterator[tuple[RangeSeries, Variant, float, float]]:
-    """Every point of the range series of the compared deployments."""
+    """Every point of the range series of the compared deployments (a value that is not a
+    finite number, which no engine should report, is left out rather than poisoning a mean)."""
     for s in series:
         v = variants.get(_key(s.labels))
         if v is None or not isinstance(s, RangeSeries):
             continue
         for t, value in s.points:
-            if not math.isnan(value):
+            if math.isfinite(value):
                 yield s, v, t, value
 
 
@@ -247,7 +248,7 @@ def _add_bucket(engines: dict[str, Layout], labels: dict[str, str], value: float
 def _buckets(histogram: str, samples: Iterable[Sample], variants: dict[Key, Variant]) -> None:
     for s in samples:
         v = variants.get(_key(s.labels))
-        if v is not None and not math.isnan(s.value):
+        if v is not None and math.isfinite(s.value):
             _add_bucket(v.histograms.setdefault(histogram, {}), s.labels, s.value)
 
 

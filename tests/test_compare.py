@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from inferwatch.cli import app as cli_app
-from inferwatch.slo import compare_cli
+from inferwatch.slo import compare_cli, compare_prometheus
 from inferwatch.slo.app import create_app
 from inferwatch.slo.compare import compare
 from inferwatch.slo.compare_latency import common_bounds, cumulative, share_above, tail_blocks
@@ -30,8 +30,8 @@ from inferwatch.slo.compare_models import (
     parse_ref,
     validate_window,
 )
-from inferwatch.slo.prom import Prometheus
-from inferwatch.slo.service import ServiceConfig, SLOService
+from inferwatch.slo.prom import Deadline, Prometheus, RangeSeries, Sample
+from inferwatch.slo.service import NotFound, ServiceConfig, SLOService
 from inferwatch.slo.settings import Settings
 from tests.conftest import ROOT
 
@@ -380,6 +380,85 @@ def test_bad_thresholds_are_refused_in_one_line(
     assert "\n" not in str(info.value)
 
 
+# ---- reading Prometheus's answers ----------------------------------------------------------------
+
+
+class FakePrometheus:
+    """Answers a batch by query key (for what Prometheus itself cannot be made to answer)."""
+
+    url = "http://fake"
+
+    def __init__(self, answers: dict[str, list]) -> None:
+        self.answers = answers
+        self.sent: list[str] = []
+
+    def batch(self, queries: dict, deadline: object) -> dict[str, list]:
+        self.sent += [q.expr for q in queries.values()]
+        return {key: self.answers.get(key, []) for key in queries}
+
+    def instant(self, expr: str, at: float, deadline: object) -> list:
+        self.sent.append(expr)
+        return self.answers.get("lookback", [])
+
+
+def _labels(ns: str, dep: str, **more: str) -> dict[str, str]:
+    return {"namespace": ns, "deployment": dep, **more}
+
+
+def test_reading_keeps_the_two_pairs_asked_for_and_drops_values_that_are_no_numbers() -> None:
+    a, b = Ref("llm", "chat-v1"), Ref("other", "chat-v2")
+    stray = _labels("llm", "chat-v2")  # matched by the regexes, not asked for
+    at = 1_700_000_000.5
+    answers = {
+        "info": [Sample(_labels(r.namespace, r.deployment, engine="vllm", model="m"), 1.0)
+                 for r in (a, b)] + [Sample({**stray, "engine": "tgi"}, 1.0)],
+        "samples": [Sample(_labels("llm", "chat-v1"), 60.0)],
+        "finished": [
+            Sample(_labels("llm", "chat-v1", reason="stop"), 100.0),
+            Sample(_labels("other", "chat-v2", reason="stop"), 50.0),
+            Sample(_labels("other", "chat-v2", reason="error"), math.nan),
+            Sample({**stray, "reason": "stop"}, 999.0),
+        ],
+        "buckets/ttft": [
+            Sample(_labels("llm", "chat-v1", engine="vllm", le="0.1"), 40.0),
+            Sample(_labels("llm", "chat-v1", engine="vllm", le="+Inf"), 100.0),
+            Sample(_labels("llm", "chat-v1", engine="vllm", le="fast"), 7.0),
+            Sample(_labels("other", "chat-v2", engine="vllm", le="0.1"), math.inf),
+        ],
+        "kv": [RangeSeries(_labels("llm", "chat-v1"), [(at - 1.5, 0.5), (at - 0.5, math.inf)])],
+    }  # fmt: skip
+    prom = FakePrometheus(answers)
+    base, cand, window = compare_prometheus.read(prom, a, b, "1m", Deadline(5), at)  # type: ignore[arg-type]
+    assert (base.engines, cand.engines) == (("vllm",), ("vllm",))
+    assert base.finished == {"stop": 100.0}
+    assert cand.finished == {"stop": 50.0}
+    assert base.histograms["ttft"] == {"vllm": {0.1: ("0.1", 40.0), math.inf: ("+Inf", 100.0)}}
+    assert "ttft" not in cand.histograms
+    assert base.steps["kv"] == {at - 1.5: 0.5}
+    # 60 scrapes in the last minute: 1 s apart, steps of 4 s.
+    assert window.resolution == "4s"
+    assert len(prom.sent) == 17
+    assert all('namespace=~"llm|other"' in q for q in prom.sent)
+
+
+def test_a_deployment_missing_from_the_window_is_named() -> None:
+    a, b = Ref("llm", "chat-v1"), Ref("llm", "chat-v9")
+    info = [Sample(_labels("llm", "chat-v1", engine="vllm"), 1.0)]
+    prom = FakePrometheus({"info": info, "lookback": []})
+    with pytest.raises(NotFound) as missing:
+        compare_prometheus.read(prom, a, b, "1h", Deadline(5), 1e9)  # type: ignore[arg-type]
+    assert str(missing.value).startswith("no series of deployment llm/chat-v9 in Prometheus")
+    assert "within the last 7d" in str(missing.value)
+    assert len(prom.sent) == 9  # the first batch and the look back, nothing more
+    prom = FakePrometheus({"info": info, "lookback": [Sample(_labels("llm", "chat-v9"), 1.0)]})
+    with pytest.raises(NotFound, match="no data of deployment llm/chat-v9 within the last 1h"):
+        compare_prometheus.read(prom, a, b, "1h", Deadline(5), 1e9)  # type: ignore[arg-type]
+    both = [*info, Sample(_labels("llm", "chat-v9", engine="vllm"), 1.0)]
+    prom = FakePrometheus({"info": both})
+    with pytest.raises(NotFound, match="no finished-request counts of llm/chat-v1 and llm/chat-v9"):
+        compare_prometheus.read(prom, a, b, "1h", Deadline(5), 1e9)  # type: ignore[arg-type]
+
+
 # ---- the docs ------------------------------------------------------------------------------------
 
 
@@ -466,8 +545,9 @@ def test_the_api_refuses_unknown_or_bad_thresholds() -> None:
     r = client.get("/v1/compare?baseline=llm/a&candidate=llm/b&ttft_max_regresion=0.2")
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "ttft_max_regresion"]
-    r = client.get("/v1/compare?baseline=llm/a&candidate=llm/b&significance=nan")
-    assert r.status_code == 422
+    for bad in ("significance=nan", "significance=1e-300", "min_requests=0", "window="):
+        r = client.get(f"/v1/compare?baseline=llm/a&candidate=llm/b&{bad}")
+        assert r.status_code == 422, bad
     r = client.get("/v1/compare?candidate=llm/b")
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "baseline"]
