@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 from inferwatch.alerts import promql
 from inferwatch.alerts.promql import Matcher
@@ -40,6 +39,7 @@ from inferwatch.slo.compare_models import (
     validate_window,
 )
 from inferwatch.slo.figures import parse_le
+from inferwatch.slo.from_prometheus import Steps
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
 from inferwatch.slo.service import NotFound
 
@@ -50,33 +50,6 @@ PROBE = "5m"  # the scrape interval is read over the last 5 minutes
 LOOKBACK = "7d"  # how far back a deployment missing from the window is looked for
 
 Key = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class Steps:
-    """The times of per-step figures: the multiples of the step within the window, which are
-    the points a subquery `[window:step]` evaluated at `at` reads, so the evidence's
-    `sum_over_time((...)[75s:5s])` sums the same steps (the window need not be a multiple of
-    the step)."""
-
-    window: str
-    step: str
-    at: float
-
-    @property
-    def seconds(self) -> float:
-        return float(promql.seconds(self.step))
-
-    @property
-    def end(self) -> float:
-        return math.floor(self.at / self.seconds) * self.seconds
-
-    @property
-    def start(self) -> float:
-        return math.ceil((self.at - promql.seconds(self.window)) / self.seconds) * self.seconds
-
-    def range(self, expr: str) -> Query:
-        return Query(expr, self.end, self.start, self.seconds)
 
 
 def both(refs: Sequence[Ref]) -> list[Matcher]:

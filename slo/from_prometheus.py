@@ -79,9 +79,9 @@ def narrowed(matchers: Sequence[Matcher], keys: Iterable[Key]) -> list[Matcher]:
 
 @dataclass(frozen=True)
 class Steps:
-    """The window's steps: on multiples of the step, as a subquery `[window:step]` evaluated
-    at `at` has them, so the evidence's `quantile_over_time(...[6h:6m])` reads the same
-    points."""
+    """The window's steps: the multiples of the step within the window, the points a subquery
+    `[window:step]` evaluated at `at` reads, so the evidence's `quantile_over_time(...[6h:6m])`
+    reads the same points (the window need not be a multiple of the step)."""
 
     window: str
     step: str
@@ -97,7 +97,7 @@ class Steps:
 
     @property
     def start(self) -> float:
-        return self.end - promql.seconds(self.window) + self.seconds
+        return math.ceil((self.at - promql.seconds(self.window)) / self.seconds) * self.seconds
 
     def range(self, expr: str) -> Query:
         return Query(expr, self.end, self.start, self.seconds)
