@@ -259,10 +259,11 @@ def test_overload_raises_max_replicas_from_capacity_within_the_slo(
     assert (r.kind, r.direction, r.current, r.current_source) == ("hpa", "raise", 3, "observed")
     # One replica served 5 requests/s within the target; the peak of 30/s x 1.25 needs 8.
     assert _evidence(r, "requests/s per replica") == pytest.approx(5.0, rel=1e-9)
-    # The peak is the highest per-step 5m rate: a step whose window holds the third pod's first
-    # samples reads up to 0.5% above (rate() extrapolates a new series), depending on where the
-    # steps fall in the history, which follows the clock.
-    assert _evidence(r, "peak requests/s") == pytest.approx(30.0, rel=0.01)
+    # The peak is the highest per-step 5m rate. Where a step falls between samples just after a
+    # load change (the old pods' 15/s to 10/s as the third pod arrives), rate() extrapolates the
+    # window's average slope to its end and reads up to ~4% high; where the steps fall follows
+    # the clock.
+    assert 30.0 - 1e-9 <= _evidence(r, "peak requests/s") <= 30.0 * 1.05
     assert _evidence(r, "replicas serving (max") == 3
     assert r.proposed == 8
     # The third pod's sidecar appeared 5 minutes before its engine answered.
@@ -319,9 +320,9 @@ def test_recorded_and_raw_series_give_the_same_advice(
             assert [e.name for e in r.evidence] == [e.name for e in q.evidence]
             for e, f in zip(r.evidence, q.evidence, strict=True):
                 # Figures from the per-step series (peaks, a fitted relation) read 5m rates from
-                # the rules but rates over the whole step (6m) from raw series: close, not
-                # equal, where the load changes within a step.
-                rel = 0.1 if "fitted" in e.name else 0.01 if "peak" in e.name else 1e-3
+                # the rules but rates over the whole step (6m) from raw series, extrapolated by
+                # rate() at the window's ends: close, not equal, where the load changes.
+                rel = 0.1 if "fitted" in e.name else 0.05 if "peak" in e.name else 1e-3
                 if isinstance(e.value, float):
                     assert e.value == pytest.approx(f.value, rel=rel), (name, e.name)
                 else:
