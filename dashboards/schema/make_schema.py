@@ -66,7 +66,7 @@ def generate(out_dir: Path = OUT) -> list[Path]:
         )
         for filename, type_name in TARGETS.items():
             raw = work / f"{type_name}.json"
-            # Descriptions are Grafana's prose (some of it placeholders): not needed to
+            # Descriptions are Grafana's prose (some of it unfinished): not needed to
             # validate, and leaving them out keeps the committed files small.
             generator = ["node_modules/.bin/ts-json-schema-generator", "--jsDoc", "none"]
             sources = ["--tsconfig", "tsconfig.json", "--path", "entry.ts"]
