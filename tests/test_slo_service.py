@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from inferwatch.alerts import slo_rules
+from inferwatch.alerts import conventions as c
+from inferwatch.alerts import promql, slo_rules
 from inferwatch.slo import from_prometheus, sli
 from inferwatch.slo.app import create_app
 from inferwatch.slo.figures import Headline, histogram_quantile
@@ -55,7 +56,15 @@ def raw_service(fleet: Fleet) -> Iterator[SLOService]:
 @pytest.fixture(scope="module")
 def at(fleet: Fleet) -> float:
     """One evaluation time for the module, so every figure and its evidence read the same
-    (once Prometheus evaluates the rules: their window figures exist from then on)."""
+    (once Prometheus evaluates the rules: their window figures exist from then on).
+
+    Not in the first 30 s of one of the advisor's 6m steps: the recorded window figures are
+    those of the rules' last evaluation, a few seconds before `at`, whose steps would then be
+    shifted by one from those the raw series are read at."""
+    step = promql.seconds(c.ADVISOR_STEP)
+    into = time.time() % step
+    if into < 30:
+        time.sleep(30 - into)
     return time.time()
 
 
