@@ -194,29 +194,28 @@ def latency(key: str, ctx: Context) -> SLIResult:
         "baseline_steps": float(len(blocks[0])),
         "candidate_steps": float(len(blocks[1])),
     }
-    matchers = {role: v.ref.matchers() for role, v in ctx.variants()}
     evidence = [
         *ctx.evidence(
             f"{key} {figure}",
-            lambda v: cq.quantile(key, q, w, matchers[role_of(ctx, v)], common[role_of(ctx, v)]),
+            lambda v: cq.quantile(key, q, w, v.ref.matchers(), common[role_of(ctx, v)]),
             lambda v: qb if v is ctx.baseline else qc,
             "seconds",
         ),
         *ctx.evidence(
             f"{key} observations",
-            lambda v: cq.observations(key, w, matchers[role_of(ctx, v)]),
+            lambda v: cq.observations(key, w, v.ref.matchers()),
             lambda v: n1 if v is ctx.baseline else n2,
             "requests",
         ),
         *ctx.summed(
             f"{key} observations",
-            lambda v: cq.observations(key, res, matchers[role_of(ctx, v)]),
+            lambda v: cq.observations(key, res, v.ref.matchers()),
             lambda v: ratio_part(out, v is ctx.baseline, "n"),
             "requests",
         ),
         *ctx.summed(
             f"{key} observations above {tail:g} s",
-            lambda v: cq.tail_count(key, res, matchers[role_of(ctx, v)], texts[role_of(ctx, v)]),
+            lambda v: cq.tail_count(key, res, v.ref.matchers(), texts[role_of(ctx, v)]),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
             "requests",
         ),

@@ -39,7 +39,7 @@ from inferwatch.slo.compare_models import (
     validate_window,
 )
 from inferwatch.slo.figures import parse_le
-from inferwatch.slo.from_prometheus import Steps
+from inferwatch.slo.from_prometheus import Steps, narrowed
 from inferwatch.slo.prom import Deadline, Prometheus, Query, RangeSeries, Sample
 from inferwatch.slo.service import NotFound
 
@@ -50,15 +50,6 @@ PROBE = "5m"  # the scrape interval is read over the last 5 minutes
 LOOKBACK = "7d"  # how far back a deployment missing from the window is looked for
 
 Key = tuple[str, str]
-
-
-def both(refs: Sequence[Ref]) -> list[Matcher]:
-    """Matchers selecting every deployment of `refs` in one query (and possibly other pairs of
-    their namespaces and names, which the answers' keys filter out)."""
-    return [
-        promql.one_of("namespace", sorted({r.namespace for r in refs})),
-        promql.one_of("deployment", sorted({r.deployment for r in refs})),
-    ]
 
 
 def first_round(window: str, matchers: Sequence[Matcher], at: float) -> dict[str, Query]:
@@ -123,7 +114,7 @@ def read(
     if baseline == candidate:
         raise CompareInputError(f"baseline and candidate are the same deployment ({baseline.name})")
     refs = (baseline, candidate)
-    matchers = both(refs)
+    matchers = narrowed([], map(_key_of, refs))
     first = prom.batch(first_round(window, matchers, at), deadline)
     variants = {(r.namespace, r.deployment): Variant(r) for r in refs}
     _info(first["info"], variants)  # type: ignore[arg-type]
@@ -232,7 +223,8 @@ def _missing(
     seen: set[Key] = set()
     lookback = LOOKBACK
     if promql.seconds(window) < promql.seconds(LOOKBACK):
-        expr = f"count by (namespace, deployment) ({cq.engine_info(LOOKBACK, both(refs))})"
+        info = cq.engine_info(LOOKBACK, narrowed([], map(_key_of, refs)))
+        expr = f"count by (namespace, deployment) ({info})"
         seen = {_key(s.labels) for s in prom.instant(expr, at, deadline)}
     else:
         lookback = window

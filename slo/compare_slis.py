@@ -60,29 +60,28 @@ def error_ratio(ctx: Context) -> SLIResult:
     judged = out.judged
     assert judged is not None
     judged.reason = f"{percent_text(p1)} -> {percent_text(p2)}: {judged.reason}"
-    matchers = {role: v.ref.matchers() for role, v in ctx.variants()}
     evidence = [
         *ctx.evidence(
             "requests finished",
-            lambda v: cq.requests_total(w, matchers[role_of(ctx, v)]),
+            lambda v: cq.requests_total(w, v.ref.matchers()),
             lambda v: v.requests,
             "requests",
         ),
         *ctx.evidence(
             f"requests finished as {' or '.join(reasons)}",
-            lambda v: cq.requests_total(w, matchers[role_of(ctx, v)], reasons),
-            lambda v: errors[role_of(ctx, v)],
+            lambda v: cq.requests_total(w, v.ref.matchers(), reasons),
+            lambda v: v.errors(reasons),
             "requests",
         ),
         *ctx.summed(
             "requests finished",
-            lambda v: cq.requests_total(res, matchers[role_of(ctx, v)]),
+            lambda v: cq.requests_total(res, v.ref.matchers()),
             lambda v: ratio_part(out, v is ctx.baseline, "n"),
             "requests",
         ),
         *ctx.summed(
             f"requests finished as {' or '.join(reasons)}",
-            lambda v: cq.requests_total(res, matchers[role_of(ctx, v)], reasons),
+            lambda v: cq.requests_total(res, v.ref.matchers(), reasons),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
             "requests",
         ),
@@ -134,17 +133,16 @@ def preemptions(ctx: Context) -> SLIResult:
     judged = out.judged
     assert judged is not None
     judged.reason = f"{number(r1)} -> {number(r2)} per request: {judged.reason}"
-    matchers = {role: v.ref.matchers() for role, v in ctx.variants()}
     evidence = [
         *ctx.evidence(
             "preemptions",
-            lambda v: cq.counter("preemptions", w, (), matchers[role_of(ctx, v)]),
+            lambda v: cq.counter("preemptions", w, (), v.ref.matchers()),
             lambda v: v.counters.get("preemptions"),
             "preemptions",
         ),
         *ctx.summed(
             "preemptions",
-            lambda v: cq.counter("preemptions", res, (), matchers[role_of(ctx, v)]),
+            lambda v: cq.counter("preemptions", res, (), v.ref.matchers()),
             lambda v: ratio_part(out, v is ctx.baseline, "x"),
             "preemptions",
         ),
