@@ -80,6 +80,11 @@ CORE_NOTES = (
     "serve them with `--passthrough` to chart it), their opt-in `*_summary_us` quantiles "
     "(summaries cannot be aggregated), `nv_inference_count` and `nv_inference_exec_count` "
     "(batch sizes, not requests).",
+    "An ensemble's request is counted by every model it runs: Triton reports the ensemble and "
+    "each model it composes (tensorrtllm_backend's `preprocessing`, `tensorrt_llm`, "
+    "`postprocessing`) as models of their own. A sum over all of a pod's models counts a "
+    "request once per step: filter on the model clients call (`model=\"ensemble\"`) for "
+    "request rates, error ratios and SLOs.",
 )
 
 ADAPTER = Adapter(
