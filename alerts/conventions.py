@@ -189,7 +189,8 @@ SLO_ERROR_BUDGET_REMAINING = record("slo", "error_budget_remaining", "ratio")
 
 # ---- groups ----------------------------------------------------------------------------------
 
-GROUP_MODEL_RULES = "inferwatch.model.rules"
+GROUP_MODEL_RULES = "inferwatch.model.rules"  # request rates and the error ratio
+GROUP_MODEL_LOAD_RULES = "inferwatch.model.load.rules"  # tokens, preemptions, cache, queue
 GROUP_POD_RULES = "inferwatch.pod.rules"
 GROUP_GPU_RULES = "inferwatch.gpu.rules"
 GROUP_DEPLOYMENT_RULES = "inferwatch.deployment.rules"
@@ -200,8 +201,29 @@ GROUP_HEALTH_ALERTS = "inferwatch.health.alerts"
 
 
 def histogram_group(family: str) -> str:
-    """One group per histogram: its bucket rates are the costliest rules at fleet scale."""
+    """A histogram's count rate and quantiles, from its recorded bucket rates."""
     return f"inferwatch.model.{schema.family(family).name}.rules"
+
+
+def bucket_shard_group(family: str, shard: int) -> str:
+    """The group recording shard `shard` (1, 2, ...) of a histogram's bucket rates: reading the
+    buckets is the costliest rule at fleet scale, so each group reads a slice of them."""
+    if shard < 1:
+        raise ValueError(f"bucket shards are numbered from 1, not {shard}")
+    return f"inferwatch.model.{schema.family(family).name}.buckets.{shard}.rules"
+
+
+def bucket_shard_label(shard: int) -> str:
+    """The static label, always empty, that tells shard `shard`'s rule from the others'.
+
+    The shards record one series name with the same labels, each its own `le` values, and
+    `promtool check rules` reports rules with the same name and static labels as duplicates.
+    A label with an empty value is no label at all (Prometheus' data model: setting it removes
+    it), so the recorded series are unchanged and the lint sees distinct rules.
+    """
+    if shard < 1:
+        raise ValueError(f"bucket shards are numbered from 1, not {shard}")
+    return f"le_shard_{shard}"
 
 
 def slo_group(slo: str) -> str:

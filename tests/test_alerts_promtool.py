@@ -8,13 +8,14 @@ it is checked and never expected (a case where it must not fire).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from inferwatch.alerts import promql
+from inferwatch.alerts import conventions, promql
 from tests.conftest import ROOT
 from tests.harness import promtool
 
@@ -146,29 +147,79 @@ def test_a_firing_check_without_the_check_before_it_does_not_count(tmp_path: Pat
     assert any(m.startswith("('LLMGPUMemoryNearlyFull', 'warning', '')") for m in missing)
 
 
-@pytest.mark.parametrize("path", TEST_FILES, ids=[p.name for p in TEST_FILES])
-def test_every_rule_group_has_a_fixed_evaluation_order(path: Path) -> None:
-    """promtool evaluates groups in random order unless told: the recording groups the alerts
-    read, then the alert groups. Groups no alert reads may go unlisted."""
+def ordered_groups(groups: list[dict]) -> list[str]:
+    """The groups whose evaluation order matters, in the order promtool must evaluate them: the
+    alert groups, every group reading a series another group records (a histogram's quantiles
+    read its bucket shards, the advisor's window figures the per-deployment series), and the
+    groups they read, recursively; recording groups in file order, then the alert groups."""
+    recorders: dict[str, set[str]] = {}
+    for g in groups:
+        for r in g["rules"]:
+            if "record" in r:
+                recorders.setdefault(r["record"], set()).add(g["name"])
+
+    def reads(group: dict) -> set[str]:
+        text = " ".join(r["expr"] for r in group["rules"])
+        return {
+            other
+            for record, names in recorders.items()
+            if re.search(rf"(?<![\w:]){re.escape(record)}(?![\w:])", text)
+            for other in names - {group["name"]}
+        }
+
+    read_by = {g["name"]: reads(g) for g in groups}
+    needed = {
+        g["name"] for g in groups if read_by[g["name"]] or any("alert" in r for r in g["rules"])
+    }
+    pending = list(needed)
+    while pending:
+        for producer in read_by[pending.pop()] - needed:
+            needed.add(producer)
+            pending.append(producer)
+    names = [g["name"] for g in groups if g["name"] in needed]
+    return sorted(names, key=lambda g: (not g.endswith(".rules"), names.index(g)))
+
+
+def _rule_groups(path: Path) -> list[dict]:
     doc = yaml.safe_load(path.read_text())
-    groups = [
+    return [
         g
         for rule_file in doc["rule_files"]
         for g in yaml.safe_load((path.parent / rule_file).read_text())["groups"]
     ]
-    alert_exprs = " ".join(r["expr"] for g in groups for r in g["rules"] if "alert" in r)
-    needed = [
-        g["name"]
-        for g in groups
-        if any("alert" in r or r["record"] in alert_exprs for r in g["rules"])
-    ]
-    expected = sorted(needed, key=lambda g: (not g.endswith(".rules"), needed.index(g)))
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=[p.name for p in TEST_FILES])
+def test_every_rule_group_has_a_fixed_evaluation_order(path: Path) -> None:
+    """promtool evaluates groups in random order unless told: every group before those that
+    read what it records (at the same time step), then the alert groups. Groups nothing reads
+    may go unlisted."""
+    expected = ordered_groups(_rule_groups(path))
     # promtool ignores names it does not find, so a group may be listed before it is committed.
-    order = [g for g in doc.get("group_eval_order", []) if g in needed]
+    order = [
+        g for g in yaml.safe_load(path.read_text()).get("group_eval_order", []) if g in expected
+    ]
     listed = "".join(f"\n  - {g}" for g in expected)
     assert order == expected, (
-        f"{path.name}: list the groups the alerts read, then the alert groups:\n"
-        f"group_eval_order:{listed}"
+        f"{path.name}: list the recording groups in the order they read each other, then the "
+        f"alert groups:\ngroup_eval_order:{listed}"
+    )
+
+
+def test_the_order_puts_bucket_shards_before_the_quantiles_that_read_them() -> None:
+    groups = _rule_groups(TESTS / "engine-alerts.test.yaml")
+    order = ordered_groups(groups)
+    family = "llm_time_to_first_token_seconds"
+    shards = [conventions.bucket_shard_group(family, k) for k in range(1, 7)]
+    quantiles = conventions.histogram_group(family)
+    assert set(shards) <= set(order)
+    assert max(order.index(s) for s in shards) < order.index(quantiles)
+    assert order.index(quantiles) < order.index(conventions.GROUP_ENGINE_ALERTS)
+    # The advisor's window figures read the per-deployment series and the per-model rates.
+    advisor = ordered_groups(_rule_groups(TESTS / "advisor-rules.test.yaml"))
+    assert advisor[-1] == conventions.GROUP_ADVISOR_WINDOW_RULES
+    assert {conventions.GROUP_DEPLOYMENT_RULES, conventions.GROUP_MODEL_RULES, *shards} <= set(
+        advisor
     )
 
 
