@@ -287,7 +287,8 @@ def measure(prom: Prometheus, warmup: float, minutes: float, series: int) -> int
         f"({len(rounds)} rounds), and the group's rules run one by one through the query API "
         "(best of 7 each, summed):"
     )
-    print(f"{'group':52} {'rules':>5} {'best ms':>8} {'median':>8} {'max':>8} {'queries':>8} "
+    width = max(len(g) for g in names)
+    print(f"{'group':{width}} {'rules':>5} {'best ms':>8} {'median':>8} {'max':>8} {'queries':>8} "
           f"{'x base':>7}")  # fmt: skip
     rules_per_group = {g["name"]: len(g["rules"]) for g in groups}
     worst = 0.0
@@ -296,7 +297,7 @@ def measure(prom: Prometheus, warmup: float, minutes: float, series: int) -> int
         best = min(values)
         if group != BASELINE_GROUP:
             worst = max(worst, best)
-        print(f"{group:52} {rules_per_group[group]:>5} {best:>8.2f} "
+        print(f"{group:{width}} {rules_per_group[group]:>5} {best:>8.2f} "
               f"{statistics.median(values):>8.2f} {max(values):>8.2f} {costs[group]:>8.2f} "
               f"{costs[group] / costs[BASELINE_GROUP]:>7.1f}")  # fmt: skip
     verdict = "meets" if worst <= TARGET_MS else "misses"

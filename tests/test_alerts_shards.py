@@ -383,3 +383,10 @@ def test_prometheus_quantiles_equal_the_unsharded_expressions(
         for s in settled.vector(q.rate_sum(FAMILY, c.MODEL_LABELS, "5m", suffix="_count"))
     }
     assert counts == pytest.approx(raw, rel=1e-9)
+
+
+def test_the_docs_give_the_code_default_and_range() -> None:
+    text = (ROOT / "docs" / "alerting.md").read_text()
+    most, default = shards.max_count(), AlertConfig().bucket_shards
+    assert f"(1 to {most}; default {default})" in text
+    assert f"k = 1..{default}" in text and f"(default {default})" in text
