@@ -17,7 +17,10 @@ wall time of a few runs of `statuses()` and `advice()` (a 6h window), as ratios 
 Targets, for the recorded path: the number of queries does not grow with the number of
 deployments, and 500 deployments take at most 3x the time of one. `query s` is the time
 Prometheus took to answer, summed over the queries of one status and one advice call (they
-run 8 at a time), against which the Python side's share can be read.
+run 8 at a time), against which the Python side's share can be read. `transport s` is the
+floor under any processing: the same queries sent again in one parallel batch through the
+same client and their answers decoded into samples, nothing else done with them; `x base` on
+it is against the whole service at one deployment.
 
 The history: seven hours of the normalized series every 2 minutes, backfilled with
 `promtool tsdb create-blocks-from openmetrics`; the recording rules
@@ -47,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inferwatch.alerts import build, rules, slo_rules
 from inferwatch.alerts.config import AlertConfig
 from inferwatch.slo import spec as slo_spec
-from inferwatch.slo.prom import Prometheus
+from inferwatch.slo.prom import Deadline, Prometheus, Query
 from inferwatch.slo.service import ServiceConfig, SLOService
 from tests.fixtures.slo import history
 from tests.harness import promtool
@@ -172,9 +175,28 @@ def measure(url: str, at: float, namespace: str, count: int, path: str) -> tuple
         status_time = best_of(lambda: service.statuses(at=at))
         advice_time = best_of(lambda: service.advice(namespace, at=at))
         waited = spent[0] / REPEAT
+        sent = queries_of(prom, lambda: (service.statuses(at=at), service.advice(namespace, at=at)))
+        transport = best_of(lambda: prom.batch(sent, Deadline(60)))
     finally:
         prom.close()
-    return count, status_queries, advice_queries, status_time, advice_time, waited
+    return count, status_queries, advice_queries, status_time, advice_time, waited, transport
+
+
+def queries_of(prom: Prometheus, run: Callable[[], object]) -> dict[str, Query]:
+    """The queries `run` sends, as sent (expression, time, range)."""
+    sent: list[Query] = []
+    call = prom._call
+
+    def recording(q: Query, deadline: Deadline) -> list:
+        sent.append(q)
+        return call(q, deadline)
+
+    prom._call = recording  # type: ignore[method-assign]
+    try:
+        run()
+    finally:
+        prom._call = call  # type: ignore[method-assign]
+    return {str(i): q for i, q in enumerate(sent)}
 
 
 def main() -> int:
@@ -195,17 +217,20 @@ def main() -> int:
 
     print(
         f"{'path':>8} {'deployments':>11} {'SLOs':>5} {'queries':>13} {'status s':>9} "
-        f"{'advice s':>9} {'total s':>8} {'x baseline':>10} {'query s':>8}"
+        f"{'advice s':>9} {'total s':>8} {'x baseline':>10} {'query s':>8} "
+        f"{'transport s':>11} {'x base':>7}"
     )
     ok = True
     for path in PATHS:
         base = rows[path][0]
-        for count, sq, aq, st, at, waited in rows[path]:
-            ratio = (st + at) / (base[3] + base[4])
+        for count, sq, aq, st, at, waited, transport in rows[path]:
+            whole = base[3] + base[4]
             print(
                 f"{path:>8} {count:>11} {2 * count:>5} {sq:>5} + {aq:>5} {st:>9.3f} {at:>9.3f} "
-                f"{st + at:>8.3f} {ratio:>9.2f}x {waited:>8.3f}"
+                f"{st + at:>8.3f} {(st + at) / whole:>9.2f}x {waited:>8.3f} "
+                f"{transport:>11.3f} {transport / whole:>6.2f}x"
             )
+            ratio = (st + at) / whole
             if path == "recorded":
                 ok &= (sq, aq) == (base[1], base[2])
                 if count == 500:
