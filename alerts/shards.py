@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from inferwatch import schema
-from inferwatch.alerts import promql
+from inferwatch.alerts import conventions, promql
 from inferwatch.alerts.promql import Matcher
 from inferwatch.exporters import buckets
 
@@ -53,7 +53,7 @@ def weights(family: str) -> dict[str, int]:
     return {**{le: counts[le] for le in ordered}, INF: len(layouts)}
 
 
-def max_count(families: Sequence[str] = tuple(f.name for f in schema.HISTOGRAMS)) -> int:
+def max_count(families: Sequence[str] = conventions.LATENCY_HISTOGRAMS) -> int:
     """The most shards every family can take: one per default boundary of the family with the
     fewest, plus the last (`+Inf` and custom boundaries)."""
     return min(len(weights(family)) for family in families)
