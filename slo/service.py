@@ -18,6 +18,7 @@ from inferwatch.alerts.config import AlertConfig
 from inferwatch.slo import from_prometheus, queries, sli
 from inferwatch.slo.advisor import advise
 from inferwatch.slo.figures import Figures, Headline
+from inferwatch.slo.gc_pause import pausing
 from inferwatch.slo.kube import DeploymentReader, DeploymentSpec, KubeUnavailable
 from inferwatch.slo.models import Advice, SLOStatus
 from inferwatch.slo.objectives import headline, objectives_for
@@ -67,6 +68,7 @@ class SLOService:
 
     # ---- SLOs -----------------------------------------------------------------------------
 
+    @pausing
     def statuses(self, at: float | None = None, with_queries: bool = False) -> list[SLOStatus]:
         """Every SLO's status; each one's PromQL only when asked (see `status`)."""
         deadline = Deadline(self.config.timeout)
@@ -79,6 +81,7 @@ class SLOService:
             recorded=self.config.recording_rules,
         )
 
+    @pausing
     def status(self, name: str, at: float | None = None) -> SLOStatus:
         spec = self.by_name.get(name)
         if spec is None:
@@ -105,6 +108,7 @@ class SLOService:
         defaults, _ = objectives_for(None, None, (), self.config.alerts)
         return per_target, [Headline(o.histogram, o.quantile, o.threshold) for o in defaults]
 
+    @pausing
     def figures(
         self, namespace: str | None = None, deployment: str | None = None, at: float | None = None
     ) -> dict[tuple[str, str], Figures]:
@@ -134,6 +138,7 @@ class SLOService:
             )
         return found
 
+    @pausing
     def advice(
         self, namespace: str | None = None, deployment: str | None = None, at: float | None = None
     ) -> list[Advice]:
