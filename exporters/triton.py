@@ -83,7 +83,7 @@ CORE_NOTES = (
     "An ensemble's request is counted by every model it runs: Triton reports the ensemble and "
     "each model it composes (tensorrtllm_backend's `preprocessing`, `tensorrt_llm`, "
     "`postprocessing`) as models of their own. A sum over all of a pod's models counts a "
-    "request once per step: filter on the model clients call (`model=\"ensemble\"`) for "
+    'request once per step: filter on the model clients call (`model="ensemble"`) for '
     "request rates, error ratios and SLOs.",
 )
 
