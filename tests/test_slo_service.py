@@ -6,6 +6,7 @@ PromQL injection, auth)."""
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import urllib.parse
@@ -633,3 +634,20 @@ def test_settings_refuse_a_malformed_spec_with_file_line_and_field(tmp_path: Pat
     )
     with pytest.raises(SpecError, match=r"slos.yaml:\d+: slos\[0\]\.sli\.threshold"):
         build_service(Settings(prometheus_url="http://127.0.0.1:1", config=[bad]))
+
+
+def test_the_collector_is_paused_while_the_service_reads_and_restored_after(
+    service: SLOService, at: float
+) -> None:
+    """Every query of a status or advice call runs with the cyclic collector off
+    (slo/gc_pause.py), and the call leaves it on as it found it."""
+    seen: list[bool] = []
+    service.prometheus.on_query = lambda *_: seen.append(gc.isenabled())
+    try:
+        assert gc.isenabled()
+        service.statuses(at=at)
+        service.advice(at=at)
+    finally:
+        service.prometheus.on_query = None
+    assert seen and not any(seen), seen
+    assert gc.isenabled()
