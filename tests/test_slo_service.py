@@ -318,14 +318,17 @@ def test_recorded_and_raw_series_give_the_same_advice(
 ) -> None:
     raw = {a.target.deployment: a for a in raw_service.advice(at=at)}
     assert raw.keys() == advice.keys()
+    shift = promql.seconds(c.RATE_WINDOW) / promql.seconds(c.ADVISOR_WINDOW)
     for name, a in advice.items():
         b = raw[name]
         assert (a.status, a.missing) == (b.status, b.missing), name
         assert _what(a) == _what(b), name
-        # Counts over the window from 5m rates 5 minutes apart, or from the raw counters'
-        # increase: the same within a request or two, where the load changed in the window.
+        # Counts over the window from 5m rates at 5m-aligned steps, or from the raw counters'
+        # increase over exactly the window: the rates' steps can cover a window shifted by up
+        # to one rate window (5m of 6h, 1.4%), which matters only where the load or its latency
+        # changed at the window's ends (seen: a p99 0.11% apart, 4.9614 against 4.9557 s).
         for x, y in zip(a.objectives, b.objectives, strict=True):
-            assert x.met == y.met and x.observed == pytest.approx(y.observed, rel=1e-3), name
+            assert x.met == y.met and x.observed == pytest.approx(y.observed, rel=shift), name
         for r, q in zip(a.recommendations, b.recommendations, strict=True):
             assert [e.name for e in r.evidence] == [e.name for e in q.evidence]
             for e, f in zip(r.evidence, q.evidence, strict=True):
@@ -334,7 +337,7 @@ def test_recorded_and_raw_series_give_the_same_advice(
                 # rate() at the window's ends: close, not equal, where the load changes. A slope
                 # fitted through a few such points moves more than any one of them (seen: 10.6%
                 # apart, 0.433 against 0.391, depending on where the clock puts the steps).
-                rel = 0.15 if "fitted" in e.name else 0.05 if "peak" in e.name else 1e-3
+                rel = 0.15 if "fitted" in e.name else 0.05 if "peak" in e.name else shift
                 if isinstance(e.value, float):
                     assert e.value == pytest.approx(f.value, rel=rel), (name, e.name)
                 else:
