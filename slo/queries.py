@@ -185,7 +185,8 @@ _GAUGES: dict[str, tuple[str, str, str | None]] = {
     "gpu_utilization": ("avg", "llm_gpu_utilization_ratio", None),
 }
 GAUGES: tuple[str, ...] = (*_GAUGES, "gpu_memory_free_ratio")
-# Each gauge's per-deployment series, which alerts/recording.py records as `gauge(name, GROUP)`.
+# Each gauge's per-deployment series, which alerts/recording.py records as `gauge(name, GROUP)`
+# (those named `gpu_*`, read from the GPU families, in a group of their own).
 RECORDED_GAUGES: dict[str, str] = {
     "kv_cache_usage": c.DEPLOYMENT_KV_CACHE_USAGE,
     "requests_running": c.DEPLOYMENT_REQUESTS_RUNNING,

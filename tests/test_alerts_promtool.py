@@ -218,9 +218,13 @@ def test_the_order_puts_bucket_shards_before_the_quantiles_that_read_them() -> N
     # The advisor's window figures read the per-deployment series and the per-model rates.
     advisor = ordered_groups(_rule_groups(TESTS / "advisor-rules.test.yaml"))
     assert advisor[-1] == conventions.GROUP_ADVISOR_WINDOW_RULES
-    assert {conventions.GROUP_DEPLOYMENT_RULES, conventions.GROUP_MODEL_RULES, *shards} <= set(
-        advisor
-    )
+    read = {
+        conventions.GROUP_DEPLOYMENT_RULES,
+        conventions.GROUP_DEPLOYMENT_GPU_RULES,
+        conventions.GROUP_MODEL_RULES,
+        *shards,
+    }
+    assert read <= set(advisor)
 
 
 @pytest.mark.prometheus

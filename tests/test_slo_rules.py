@@ -17,7 +17,11 @@ from tests.conftest import ROOT
 
 RECORDING = ROOT / "alerts" / "generated" / "rules" / "inferwatch-recording.rules.yaml"
 PROMTOOL = ROOT / "tests" / "promtool"
-ADVISOR_GROUPS = (c.GROUP_DEPLOYMENT_RULES, c.GROUP_ADVISOR_WINDOW_RULES)
+ADVISOR_GROUPS = (
+    c.GROUP_DEPLOYMENT_RULES,
+    c.GROUP_DEPLOYMENT_GPU_RULES,
+    c.GROUP_ADVISOR_WINDOW_RULES,
+)
 
 
 def _advisor_records() -> set[str]:
