@@ -36,24 +36,29 @@ def metric(family: str, suffix: str = "") -> str:
     return name
 
 
+def sides(family: str) -> tuple[tuple[Matcher, ...], ...]:
+    """The selections that read a schema family with each request counted once, joined with
+    `or`: all of it where only engines report it; for a family the proxy measures, the
+    engine-side series, and the proxy's series of the engines that have no other (their label
+    sets differ by `source`, so `or` keeps both). The dashboards render the same selections."""
+    fam = schema.family(family)
+    if fam not in schema.PROXY_FAMILIES:
+        return ((),)
+    engines = registry.proxy_only(fam.name)
+    if not engines:
+        return ((ENGINE_SIDE,),)
+    return ((ENGINE_SIDE,), (PROXY_SIDE, promql.one_of("engine", engines)))
+
+
 def one_source(
     sample: str, matchers: Sequence[Matcher | str], read: Callable[[str], str] = str
 ) -> str:
     """`read(selector)` of a schema sample (`llm_prompt_tokens_total`, `..._bucket`), each
-    request counted once: for a family the proxy measures, `read` of the engine-side series
-    `or` of the proxy's series of the engines that have no other (their label sets differ by
-    `source`, so `or` keeps both)."""
+    request counted once (`sides`)."""
     fam = _SAMPLES.get(sample)
     if fam is None:
         raise ValueError(f"{sample} is not a sample of the normalized schema")
-    if fam not in schema.PROXY_FAMILIES:
-        return read(promql.series(sample, *matchers))
-    own = read(promql.series(sample, *matchers, ENGINE_SIDE))
-    engines = registry.proxy_only(fam.name)
-    if not engines:
-        return own
-    proxied = read(promql.series(sample, *matchers, PROXY_SIDE, promql.one_of("engine", engines)))
-    return f"{own} or {proxied}"
+    return " or ".join(read(promql.series(sample, *matchers, *side)) for side in sides(fam.name))
 
 
 def rate_sum(

@@ -1,15 +1,17 @@
 """PromQL for the dashboards, built from the normalized schema's family names.
 
 Every helper takes a family name, checks it against `inferwatch.schema` (name and kind), and
-returns text. Three rules live here and nowhere else:
+returns text. Two rules live here and nowhere else:
 
 - quantiles aggregate `sum by (le, engine, ...)`: bucket boundaries are the engine's own, so
   buckets of different engines are never added together;
 - ratios divide by `(denominator > 0)`, so an idle deployment shows no value instead of NaN,
-  and an error ratio counts "no error series yet" as zero errors, not as no data;
-- a family the sidecar's proxy mode also measures is read from the engine's own series
-  (`source!="proxy"`), plus the proxy's (`source="proxy"`) for the engines that have no other
-  (Ollama): a request counted by an engine and by a proxy in front of it counts once.
+  and an error ratio counts "no error series yet" as zero errors, not as no data.
+
+A family the sidecar's proxy mode also measures is read as the rules read it
+(`alerts.queries.sides`): the engine's own series (`source!="proxy"`), plus the proxy's
+(`source="proxy"`) for the engines that have no other (Ollama), so a request counted by an
+engine and by a proxy in front of it counts once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inferwatch import schema
-from inferwatch.exporters import registry
+from inferwatch.alerts import queries
 
 # Grafana's rate window: at least four scrape intervals, so a rate always has two samples.
 RATE_WINDOW = "$__rate_interval"
@@ -65,26 +67,15 @@ def _family(name: str, *kinds: schema.Kind) -> schema.Family:
     return fam
 
 
-ENGINE_SIDE = f'{schema.SOURCE_LABEL}!="{schema.PROXY_SOURCE}"'
-PROXY_SIDE = f'{schema.SOURCE_LABEL}="{schema.PROXY_SOURCE}"'
+# What a dashboard query of a proxy-measured family must say (its lint checks for it).
+ENGINE_SIDE = queries.ENGINE_SIDE.render()
 
 
 def one_source(name: str, scope: Scope, extra: Sequence[str], read: Callable[[str], str]) -> str:
-    """`read(selector)` of family `name`, counting each request once.
-
-    For a family the proxy measures: `read` of the engine-side series, `or` of the proxy's
-    series of the engines that have no other (their label sets differ by `source`, so `or`
-    keeps both).
-    """
-    fam = schema.family(name)
-    if fam not in schema.PROXY_FAMILIES:
-        return read(scope.sel(*extra))
-    own = read(scope.sel(*extra, ENGINE_SIDE))
-    engines = registry.proxy_only(name)
-    if not engines:
-        return own
-    proxied = read(scope.sel(*extra, PROXY_SIDE, f'engine=~"{"|".join(engines)}"'))
-    return f"({own} or {proxied})"
+    """`read(selector)` of family `name`, each request counted once: the selections of
+    `alerts.queries.sides`, within the dashboard's scope."""
+    reads = [read(scope.sel(*extra, *(m.render() for m in side))) for side in queries.sides(name)]
+    return reads[0] if len(reads) == 1 else f"({' or '.join(reads)})"
 
 
 def gauge(name: str, scope: Scope, *extra: str) -> str:
