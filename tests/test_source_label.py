@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from inferwatch import schema
+from inferwatch.alerts import queries
 from inferwatch.dashboards import build, lint, promql, variables
 from inferwatch.exporters import measure, metrics_doc, registry
 from inferwatch.load import LoadSpec, run_load
@@ -36,6 +37,22 @@ def test_the_schema_declares_source_on_exactly_what_the_proxy_measures() -> None
     # The engine without /metrics is the one whose figures are all the proxy's.
     assert {registry.proxy_only(f.name) for f in schema.PROXY_FAMILIES} == {("ollama",)}
     assert registry.proxy_only("llm_requests_waiting") == ()
+
+
+def test_dashboards_and_rules_read_each_family_through_the_same_selections() -> None:
+    assert queries.sides("llm_requests_waiting") == ((),)
+    assert [[m.render() for m in side] for side in queries.sides(FINISHED)] == [
+        ['source!="proxy"'],
+        ['source="proxy"', 'engine="ollama"'],
+    ]
+    for family in schema.FAMILIES:
+        sample = family.sample_names[0]
+        dashboards = promql.one_source(
+            family.name, promql.Scope(('a="b"',)), (), lambda sel, s=sample: f"{s}{sel}"
+        )
+        rules = queries.one_source(sample, ['a="b"'])
+        # Grafana's selectors are spaced for reading; the rules' are not.
+        assert dashboards.replace(", ", ",").strip("()") == rules, family.name
 
 
 def test_the_metrics_doc_states_the_label_and_the_decision() -> None:
