@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 from inferwatch import schema
 from inferwatch.alerts import conventions, promql
@@ -64,9 +64,7 @@ def cuts(items: Sequence[int], count: int) -> list[int]:
     equal weight: the k-th cut is where the running total comes nearest k/count of the whole."""
     if not 1 <= count <= len(items):
         raise ValueError(f"cannot cut {len(items)} boundaries into {count} non-empty shards")
-    running = [0]
-    for weight in items:
-        running.append(running[-1] + weight)
+    running = [0, *accumulate(items)]
     total = running[-1]
     out: list[int] = []
     for k in range(1, count):

@@ -247,12 +247,12 @@ def main() -> int:
         base = rows[path][0]
         for count, sq, aq, st, at, waited, answered in rows[path]:
             whole = base[3] + base[4]
+            ratio = (st + at) / whole
             print(
                 f"{path:>8} {count:>11} {2 * count:>5} {sq:>5} + {aq:>5} {st:>9.3f} {at:>9.3f} "
-                f"{st + at:>8.3f} {(st + at) / whole:>9.2f}x {waited:>8.3f} "
+                f"{st + at:>8.3f} {ratio:>9.2f}x {waited:>8.3f} "
                 f"{answered:>9.3f} {answered / whole:>6.2f}x"
             )
-            ratio = (st + at) / whole
             if path == "recorded":
                 ok &= (sq, aq) == (base[1], base[2])
                 if count == 500:

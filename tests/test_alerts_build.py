@@ -203,15 +203,26 @@ def test_bad_overrides_are_refused(override: dict, message: str) -> None:
         AlertConfig(**override)
 
 
-def test_config_file_errors_name_file_and_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("bad", "error", "good", "field", "value"),
+    [
+        ("ttft_p95_seconds: 1.0\nkv_cache_for: soon\n", "kv_cache_for: .*duration",
+         "ttft_p95_seconds: 1.5\n", "ttft_p95_seconds", 1.5),
+        ("bucket_shards: 0\n", "bucket_shards: .*from 1", "bucket_shards: 4\n",
+         "bucket_shards", 4),
+    ],
+)  # fmt: skip
+def test_config_file_errors_name_file_and_field(
+    tmp_path: Path, bad: str, error: str, good: str, field: str, value: object
+) -> None:
     from inferwatch.alerts import config as alert_config
 
     path = tmp_path / "overrides.yaml"
-    path.write_text("ttft_p95_seconds: 1.0\nkv_cache_for: soon\n")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: kv_cache_for: .*duration"):
+    path.write_text(bad)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: {error}"):
         alert_config.load(path)
-    path.write_text("ttft_p95_seconds: 1.5\n")
-    assert alert_config.load(path).ttft_p95_seconds == 1.5
+    path.write_text(good)
+    assert getattr(alert_config.load(path), field) == value
 
 
 def test_cli_refuses_a_bad_spec_with_its_line(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from inferwatch.alerts import conventions, promql
+from inferwatch.alerts.config import AlertConfig
 from tests.conftest import ROOT
 from tests.harness import promtool
 
@@ -210,7 +211,8 @@ def test_the_order_puts_bucket_shards_before_the_quantiles_that_read_them() -> N
     groups = _rule_groups(TESTS / "engine-alerts.test.yaml")
     order = ordered_groups(groups)
     family = "llm_time_to_first_token_seconds"
-    shards = [conventions.bucket_shard_group(family, k) for k in range(1, 7)]
+    count = AlertConfig().bucket_shards
+    shards = [conventions.bucket_shard_group(family, k) for k in range(1, count + 1)]
     quantiles = conventions.histogram_group(family)
     assert set(shards) <= set(order)
     assert max(order.index(s) for s in shards) < order.index(quantiles)

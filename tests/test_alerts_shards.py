@@ -14,12 +14,10 @@ import math
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
-from inferwatch.alerts import config as alert_config
 from inferwatch.alerts import conventions as c
 from inferwatch.alerts import promql, recording, shards
 from inferwatch.alerts import queries as q
@@ -246,15 +244,6 @@ def test_shard_numbers_start_at_one() -> None:
 def test_the_shard_count_is_validated(count: object, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         AlertConfig(bucket_shards=count)
-
-
-def test_a_bad_shard_count_in_a_config_file_names_file_and_field(tmp_path: Path) -> None:
-    path = tmp_path / "overrides.yaml"
-    path.write_text("bucket_shards: 0\n")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: bucket_shards: .*from 1"):
-        alert_config.load(path)
-    path.write_text("bucket_shards: 4\n")
-    assert alert_config.load(path).bucket_shards == 4
 
 
 # ---- on a real Prometheus -------------------------------------------------------------------
